@@ -1,0 +1,196 @@
+"""The ``rankpref`` command line: prepare, fit, evaluate, recommend."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from rankpref.errors import RankprefError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="rankpref: learn why people prefer things, and rank with it.")
+
+CONFIG_OPT = typer.Option(None, "--config", "-c", help="YAML config (validated; unknown keys "
+                          "are errors)")
+SET_OPT = typer.Option(None, "--set", help="override a setting: key.path=value (repeatable)")
+DATA_OPT = typer.Option(None, "--data", help="dataset name: demo, beauty, ml-100k, sports, toys")
+
+
+def _friendly(fn):
+    """Turn rankpref's own errors into one line on stderr and exit status 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RankprefError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def _config(config: Optional[Path], data: Optional[str], sets: Optional[List[str]],
+            extra: Optional[List[str]] = None):
+    from rankpref.config import load_config
+
+    overrides = list(extra or [])
+    if data is not None:
+        overrides.insert(0, f"data.name={data}")
+    return load_config(config, overrides + list(sets or []))
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    typer.echo(title)
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            typer.echo(f"  {key:<12} {value:.4f}")
+
+
+@app.command()
+@_friendly
+def prepare(data: Optional[str] = DATA_OPT, config: Optional[Path] = CONFIG_OPT,
+            set_: Optional[List[str]] = SET_OPT,
+            force: bool = typer.Option(False, help="rebuild even if cached")):
+    """Read a dataset, preprocess it (dedupe, k-core, ids, order) and cache the result."""
+    from rankpref.data.datasets import prepare as run_prepare
+    from rankpref.data.splits import make_split
+
+    cfg = _config(config, data, set_)
+    ds = run_prepare(cfg.data, force=force)
+    split = make_split(ds.interactions, cfg.data.split, cfg.data.valid_fraction,
+                       cfg.data.test_fraction)
+    typer.echo(json.dumps({"prepared": str(ds.path), **ds.stats, "split": split.stats()},
+                          indent=2))
+
+
+@app.command()
+@_friendly
+def fit(data: Optional[str] = DATA_OPT, config: Optional[Path] = CONFIG_OPT,
+        set_: Optional[List[str]] = SET_OPT,
+        loss: Optional[str] = typer.Option(None, help="ce (default), bce or sampled_softmax"),
+        out: Optional[Path] = typer.Option(None, "--out", help="run folder"),
+        epochs: Optional[int] = typer.Option(None, help="maximum epochs")):
+    """Train a model; keeps the best valid epoch and writes an artifact folder."""
+    from rankpref.training import fit as run_fit
+
+    extra = []
+    if loss:
+        extra.append(f"model.loss={loss}")
+    if out:
+        extra.append(f"output_dir={out}")
+    if epochs:
+        extra.append(f"train.epochs={epochs}")
+    cfg = _config(config, data, set_, extra)
+    artifact = run_fit(cfg)
+    metrics_file = artifact / "metrics.json"
+    if metrics_file.exists():
+        metrics = json.loads(metrics_file.read_text())
+        _print_metrics(f"valid ({metrics['protocol']} ranking)", metrics["valid"])
+        _print_metrics(f"test ({metrics['protocol']} ranking)", metrics["test"])
+        typer.echo(f"artifact: {artifact}")
+
+
+@app.command()
+@_friendly
+def evaluate(artifact: Path = typer.Option(..., help="artifact or run folder"),
+             split: str = typer.Option("test", help="valid, test or both"),
+             protocol: Optional[str] = typer.Option(None, help="full (default) or sampled_<N>"),
+             mask_history: Optional[bool] = typer.Option(
+                 None, "--mask-history/--no-mask-history",
+                 help="exclude the user's own history from the ranking (off = RecBole's way)"),
+             output: Optional[Path] = typer.Option(None, help="also write the metrics JSON here"),
+             set_: Optional[List[str]] = SET_OPT):
+    """Evaluate an artifact by full ranking on its dataset's valid/test split."""
+    from rankpref.config import load_config
+    from rankpref.data.datasets import prepare as run_prepare
+    from rankpref.data.sequences import SequenceDataModule
+    from rankpref.data.splits import make_split
+    from rankpref.io import write_json
+    from rankpref.recommend import Recommender
+    from rankpref.settings import set_threads
+    from rankpref.training import evaluate_model
+
+    if split not in ("valid", "test", "both"):
+        raise RankprefError(f"--split must be valid, test or both, got {split!r}")
+    rec = Recommender.load(artifact)
+    cfg = rec.cfg
+    updates = []
+    if protocol is not None:
+        updates.append(f"eval.protocol={protocol}")
+    if mask_history is not None:
+        updates.append(f"eval.mask_history={str(mask_history).lower()}")
+    if updates or set_:
+        from rankpref.config import parse_override, validate, _set_dotted
+
+        tree = cfg.model_dump(mode="json")
+        for text in updates + list(set_ or []):
+            key, value = parse_override(text)
+            _set_dotted(tree, key, value)
+        cfg = validate(tree, "--set")
+    from rankpref.evaluation import parse_protocol
+
+    parse_protocol(cfg.eval.protocol)
+    set_threads(cfg.train.threads)
+    ds = run_prepare(cfg.data, quiet=True)
+    if ds.vocab.items != rec.vocab.items:
+        raise RankprefError(f"{artifact}: the dataset's item vocabulary differs from the "
+                            "artifact's; it was trained on other data")
+    sp = make_split(ds.interactions, cfg.data.split, cfg.data.valid_fraction,
+                    cfg.data.test_fraction)
+    dm = SequenceDataModule(sp, ds.num_items, cfg.data.max_len, eval_batch_size=cfg.train.eval_batch_size)
+    result = {"dataset": ds.stats.get("dataset"), "model": cfg.model.name, "loss": cfg.model.loss,
+              "split": cfg.data.split, "protocol": cfg.eval.protocol,
+              "mask_history": cfg.eval.mask_history, "ks": cfg.eval.ks}
+    for name in (["valid", "test"] if split == "both" else [split]):
+        result[name] = evaluate_model(rec.model, dm, cfg, name, progress=True)
+        _print_metrics(f"{name} ({cfg.eval.protocol} ranking, mask_history="
+                       f"{cfg.eval.mask_history})", result[name])
+    if output:
+        write_json(output, result)
+
+
+@app.command()
+@_friendly
+def recommend(artifact: Path = typer.Option(..., help="artifact or run folder"),
+              user: Optional[str] = typer.Option(None, help="a known user id"),
+              items: Optional[str] = typer.Option(None, help="comma-separated item ids, oldest first"),
+              k: int = typer.Option(10, min=1, max=1000),
+              include_seen: bool = typer.Option(False, help="allow items already in the history"),
+              as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    """Top-k next items for a known user or for a given list of item ids."""
+    from rankpref.data.datasets import prepare as run_prepare
+    from rankpref.recommend import Recommender, user_history
+
+    if (user is None) == (items is None):
+        raise RankprefError("give exactly one of --user or --items")
+    rec = Recommender.load(artifact)
+    if user is not None:
+        history = user_history(run_prepare(rec.cfg.data, quiet=True), user)
+    else:
+        ids = [i.strip() for i in items.split(",") if i.strip()]
+        history = rec.item_indices(ids)
+    ranked = rec.recommend(history, k=k, exclude_seen=not include_seen)
+    rows = rec.describe(ranked)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        title = f"  {row['title']}" if row["title"] else ""
+        typer.echo(f"{row['rank']:>3}. {row['item_id']:<14} {row['score']:>8.3f}{title}")
+
+
+def main() -> None:
+    app(prog_name="rankpref")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""rankpref's data layer: readers into polars, preprocessing, splits and data modules."""

@@ -1,0 +1,176 @@
+"""Named datasets and the cached *prepared* form every model trains from.
+
+``prepare(cfg)`` reads the raw files through :mod:`rankpref.data.readers`, preprocesses them
+(de-duplication, k-core, ids, chronological order) and stores the result in a cache folder
+keyed by the data settings and the source files' sizes and modification times:
+
+    interactions.parquet   user_idx, item_idx, timestamp, rating, review (sorted)
+    items.parquet          item_idx + the item table (when the source has one)
+    vocab.json             index -> source id for users and items (item 0 = padding)
+    stats.json             counts and what preprocessing removed
+
+The folder is written to a temporary name and renamed, so an interrupted prepare leaves nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from rankpref.config import DataConfig
+from rankpref.data.preprocess import Vocabulary, preprocess
+from rankpref.errors import DataError
+from rankpref.io import atomic_dir
+from rankpref.settings import DATA_DIR_ENV, data_dir, project_root
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    format: str
+    path: str
+    items_path: str | None
+    min_user: int
+    min_item: int
+    shared: bool  # lives under RANKPREF_DATA_DIR (research-use data, never shipped)
+    note: str = ""
+
+
+def builtin_datasets() -> dict[str, DatasetSpec]:
+    shared = data_dir()
+    demo = project_root() / "datasets" / "synthetic_amazon"
+    return {
+        "demo": DatasetSpec("amazon2018", str(demo / "reviews.json.gz"),
+                            str(demo / "meta.json.gz"), 5, 5, False,
+                            "synthetic Amazon-style data shipped in datasets/"),
+        "beauty": DatasetSpec("s3rec", str(shared / "amazon_beauty" / "sequences.tsv"),
+                              str(shared / "amazon_beauty" / "items.jsonl"), 0, 0, True,
+                              "the standard S3-Rec 5-core split, used as is"),
+        "ml-100k": DatasetSpec("recbole", str(shared / "ml-100k" / "ml-100k.inter"),
+                               str(shared / "ml-100k" / "ml-100k.item"), 5, 5, True),
+        "sports": DatasetSpec("s3rec", str(shared / "amazon_sports_toys_s3rec" /
+                                           "Sports_and_Outdoors.txt"), None, 0, 0, True),
+        "toys": DatasetSpec("s3rec", str(shared / "amazon_sports_toys_s3rec" /
+                                         "Toys_and_Games.txt"), None, 0, 0, True),
+    }
+
+
+def resolve_spec(cfg: DataConfig) -> DatasetSpec:
+    if cfg.name is not None:
+        specs = builtin_datasets()
+        if cfg.name not in specs:
+            raise DataError(f"unknown dataset {cfg.name!r}; built-in: {', '.join(specs)} "
+                            "(or set data.name=null with data.format and data.path)",
+                            field="data.name")
+        spec = specs[cfg.name]
+        if not Path(spec.path).exists():
+            hint = (f" (set {DATA_DIR_ENV} to the folder of shared data sets; now {data_dir()})"
+                    if spec.shared else "")
+            raise DataError(f"dataset {cfg.name!r} not found{hint}", path=spec.path)
+    else:
+        if cfg.format is None or cfg.path is None:
+            raise DataError("set data.name, or data.format and data.path", field="data")
+        spec = DatasetSpec(cfg.format, cfg.path, cfg.items_path, 5, 5, False)
+    min_user = spec.min_user if cfg.min_user_interactions is None else cfg.min_user_interactions
+    min_item = spec.min_item if cfg.min_item_interactions is None else cfg.min_item_interactions
+    return DatasetSpec(spec.format, spec.path, spec.items_path, min_user, min_item, spec.shared,
+                       spec.note)
+
+
+@dataclass
+class PreparedDataset:
+    path: Path
+    interactions: pl.DataFrame
+    vocab: Vocabulary
+    items: pl.DataFrame | None
+    stats: dict
+
+    @property
+    def num_items(self) -> int:
+        return self.vocab.num_items
+
+
+def _fingerprint(cfg: DataConfig, spec: DatasetSpec) -> str:
+    parts = {"spec": [spec.format, str(Path(spec.path).resolve()),
+                      str(Path(spec.items_path).resolve()) if spec.items_path else None,
+                      spec.min_user, spec.min_item],
+             "dedupe": cfg.dedupe, "columns": cfg.columns, "version": 1}
+    for p in (spec.path, spec.items_path):
+        if p and Path(p).exists():
+            st = Path(p).stat()
+            parts[p] = [st.st_size, st.st_mtime_ns]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _read_sources(spec: DatasetSpec, cfg: DataConfig):
+    from rankpref.data import readers
+
+    options = {"columns": cfg.columns} if spec.format == "table" and cfg.columns else {}
+    inter = readers.read_interactions(spec.path, spec.format, **options)
+    items = None
+    if spec.items_path:
+        item_format = "s3rec" if spec.format == "s3rec" else spec.format
+        items = readers.collect(readers.read_items(spec.items_path, item_format, **(
+            {"columns": cfg.columns} if spec.format == "table" and cfg.columns else {})),
+            spec.items_path)
+    return inter, items
+
+
+def prepare(cfg: DataConfig, *, force: bool = False, cache_dir: str | Path | None = None,
+            quiet: bool = False) -> PreparedDataset:
+    """Read, preprocess and cache a dataset; reuse the cache when nothing changed."""
+    spec = resolve_spec(cfg)
+    name = cfg.name or Path(spec.path).stem
+    folder = Path(cache_dir or cfg.cache_dir) / f"{name}-{_fingerprint(cfg, spec)}"
+    if folder.exists() and not force:
+        return load_prepared(folder)
+    from rankpref.data import readers
+
+    inter, items = _read_sources(spec, cfg)
+    frame, vocab, report = preprocess(readers.collect(inter, spec.path), dedupe=cfg.dedupe,
+                                      min_user=spec.min_user, min_item=spec.min_item,
+                                      source=spec.path)
+    item_table = None
+    if items is not None:
+        index = pl.DataFrame({"item_id": vocab.items[1:],
+                              "item_idx": pl.arange(1, len(vocab.items), eager=True,
+                                                    dtype=pl.Int32)})
+        item_table = index.join(items.unique(subset="item_id", keep="first"), on="item_id",
+                                how="left").sort("item_idx")
+    stats = {
+        "dataset": name, "format": spec.format, "source": spec.path,
+        "items_source": spec.items_path, "users": len(vocab.users), "items": vocab.num_items,
+        "interactions": frame.height, "rows_read": report.rows_read,
+        "duplicates_dropped": report.duplicates_dropped, "dedupe": cfg.dedupe,
+        "k_core": [spec.min_user, spec.min_item], "kcore_rounds": report.kcore_rounds,
+        "kcore_rows_dropped": report.kcore_rows_dropped,
+        "tie_break": "timestamp, then position in the source file",
+    }
+    keep = ["user_idx", "item_idx", "timestamp", "rating", "review"]
+    with atomic_dir(folder) as tmp:
+        frame.select(keep).write_parquet(tmp / "interactions.parquet")
+        if item_table is not None:
+            item_table.write_parquet(tmp / "items.parquet")
+        (tmp / "vocab.json").write_text(json.dumps(vocab.to_json()), encoding="utf-8")
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    if not quiet:
+        print(f"prepared {name}: {stats['users']:,} users, {stats['items']:,} items, "
+              f"{stats['interactions']:,} interactions -> {folder}")
+    return load_prepared(folder)
+
+
+def load_prepared(folder: str | Path) -> PreparedDataset:
+    folder = Path(folder)
+    try:
+        frame = pl.read_parquet(folder / "interactions.parquet")
+        vocab = Vocabulary.from_json(json.loads((folder / "vocab.json").read_text("utf-8")))
+        stats = json.loads((folder / "stats.json").read_text("utf-8"))
+    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+        raise DataError(f"prepared dataset is unreadable ({exc}); delete it and run prepare "
+                        "again", path=folder) from None
+    items_file = folder / "items.parquet"
+    items = pl.read_parquet(items_file) if items_file.exists() else None
+    return PreparedDataset(folder, frame, vocab, items, stats)

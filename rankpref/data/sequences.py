@@ -1,0 +1,182 @@
+"""Sequence datasets and the Lightning data module for next-item recommendation.
+
+Training uses every position of a sequence at once (causal attention): a window of inputs
+``x_1..x_T`` comes with targets ``x_2..x_{T+1}``. Histories longer than ``max_len`` are cut
+from the end into consecutive windows, so every training interaction after a user's first is
+a target exactly once. Evaluation feeds the last ``max_len`` items of a history (a prefix of
+the user's sequence) and scores the whole catalogue at the final position.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+import lightning as L
+
+from rankpref.data.splits import EvalExamples, Split
+
+
+def training_windows(seq: np.ndarray, max_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cut one training sequence into (inputs, targets) windows of at most ``max_len``.
+
+    Targets are ``seq[1:]``; each appears in exactly one window, windows are cut from the end.
+    """
+    windows = []
+    end = len(seq) - 1  # number of targets
+    while end > 0:
+        start = max(0, end - max_len)
+        windows.append((seq[start:end], seq[start + 1:end + 1]))
+        end = start
+    windows.reverse()
+    return windows
+
+
+class TrainWindows(Dataset):
+    def __init__(self, sequences: list[np.ndarray], max_len: int):
+        self.windows = [w for seq in sequences for w in training_windows(seq, max_len)]
+        self.lengths = np.array([len(w[0]) for w in self.windows], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i):
+        return self.windows[i]
+
+
+def _left_pad(arrays: list[np.ndarray], length: int) -> torch.Tensor:
+    out = np.zeros((len(arrays), length), dtype=np.int64)
+    for row, arr in enumerate(arrays):
+        if len(arr):
+            out[row, length - len(arr):] = arr
+    return torch.from_numpy(out)
+
+
+def collate_train(batch) -> dict[str, torch.Tensor]:
+    length = max(len(inputs) for inputs, _ in batch)
+    return {"inputs": _left_pad([b[0] for b in batch], length),
+            "targets": _left_pad([b[1] for b in batch], length)}
+
+
+class BucketBatchSampler(Sampler):
+    """Batches of similar-length windows, so little compute is spent on padding.
+
+    Each epoch: shuffle all windows, cut them into pools of ``pool_batches`` batches, sort each
+    pool by length, cut it into batches and shuffle the batch order. With ``world > 1`` each
+    process takes every ``world``-th batch (all processes get the same number of batches).
+    Deterministic for a given seed and epoch.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, rank: int = 0,
+                 world: int = 1, pool_batches: int = 50):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world = world
+        self.pool = batch_size * pool_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        batches = []
+        for start in range(0, len(order), self.pool):
+            pool = order[start:start + self.pool]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches.extend(pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size))
+        rng.shuffle(batches)
+        usable = len(batches) // self.world * self.world if self.world > 1 else len(batches)
+        return batches[self.rank:usable:self.world]
+
+    def __iter__(self):
+        batches = self._batches()
+        self.epoch += 1
+        return (b.tolist() for b in batches)
+
+    def __len__(self) -> int:
+        n = -(-len(self.lengths) // self.batch_size)
+        return n // self.world if self.world > 1 else n
+
+
+class EvalSet(Dataset):
+    """Evaluation examples, served shortest history first (metrics do not depend on order)."""
+
+    def __init__(self, examples: EvalExamples, max_len: int):
+        self.examples = examples
+        self.max_len = max_len
+        lengths = np.array([min(len(h), max_len) for h in examples.histories], dtype=np.int64)
+        self.order = np.argsort(lengths, kind="stable")
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        i = int(self.order[i])
+        hist = self.examples.histories[i]
+        return (int(self.examples.users[i]), hist[-self.max_len:], hist,
+                int(self.examples.targets[i]))
+
+
+def collate_eval(batch) -> dict[str, torch.Tensor]:
+    length = max(1, max(len(b[1]) for b in batch))
+    full = max(1, max(len(b[2]) for b in batch))
+    return {
+        "users": torch.tensor([b[0] for b in batch], dtype=torch.int64),
+        "inputs": _left_pad([b[1] for b in batch], length),
+        "history": _left_pad([b[2] for b in batch], full),
+        "targets": torch.tensor([b[3] for b in batch], dtype=torch.int64),
+    }
+
+
+class SequenceDataModule(L.LightningDataModule):
+    """Owns all data loading for sequential recommenders (train windows, valid/test prefixes)."""
+
+    def __init__(self, split: Split, num_items: int, max_len: int = 50, batch_size: int = 128,
+                 eval_batch_size: int = 512, num_workers: int = 0, seed: int = 42):
+        super().__init__()
+        self.split = split
+        self.num_items = num_items
+        self.max_len = max_len
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.train_set = TrainWindows(split.train_sequences, max_len)
+        self.valid_set = EvalSet(split.valid, max_len)
+        self.test_set = EvalSet(split.test, max_len)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._world()
+        epoch = self.trainer.current_epoch if getattr(self, "trainer", None) else 0
+        sampler = BucketBatchSampler(self.train_set.lengths, self.batch_size, self.seed,
+                                     rank, world)
+        sampler.set_epoch(epoch)
+        return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate_train,
+                          num_workers=self.num_workers)
+
+    def _eval_loader(self, dataset: EvalSet) -> DataLoader:
+        rank, world = self._world()
+        if world > 1:  # each rank takes every world-th example; metrics are summed across ranks
+            dataset = Subset(dataset, list(range(rank, len(dataset), world)))
+        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False,
+                          collate_fn=collate_eval, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.valid_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_set)
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        return self._eval_loader(self.valid_set if split == "valid" else self.test_set)

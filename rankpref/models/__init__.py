@@ -1,0 +1,1 @@
+"""Models: plain ``nn.Module``s, each with a dataclass config beside it."""

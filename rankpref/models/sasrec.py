@@ -1,0 +1,110 @@
+"""SASRec (Kang & McAuley, 2018): a causal self-attention encoder over item sequences.
+
+Inputs are left-padded item indices (0 = padding). Positions are right-aligned (the last item
+of any sequence has position ``max_len - 1``) so a sequence gets the same encoding whatever
+the padding of its batch. Output item embeddings are tied to the input ones: the score of
+item ``j`` after position ``t`` is ``h_t . E_j``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class SASRecConfig:
+    num_items: int            # real items; the embedding table has num_items + 1 rows
+    max_len: int = 50
+    hidden: int = 64
+    blocks: int = 2
+    heads: int = 2
+    dropout: float = 0.2
+    ffn_multiplier: int = 4
+
+
+class _Block(nn.Module):
+    """Pre-norm transformer block with causal, padding-aware attention."""
+
+    def __init__(self, cfg: SASRecConfig):
+        super().__init__()
+        self.heads = cfg.heads
+        self.norm1 = nn.LayerNorm(cfg.hidden)
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
+        self.proj = nn.Linear(cfg.hidden, cfg.hidden)
+        self.norm2 = nn.LayerNorm(cfg.hidden)
+        self.ffn = nn.Sequential(nn.Linear(cfg.hidden, cfg.ffn_multiplier * cfg.hidden), nn.GELU(),
+                                 nn.Dropout(cfg.dropout),
+                                 nn.Linear(cfg.ffn_multiplier * cfg.hidden, cfg.hidden))
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.attn_dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.heads, d // self.heads).unbind(2)
+        q, k, v = (z.transpose(1, 2) for z in (q, k, v))
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0)
+        x = x + self.dropout(self.proj(attn.transpose(1, 2).reshape(b, t, d)))
+        return x + self.dropout(self.ffn(self.norm2(x)))
+
+
+class SASRec(nn.Module):
+    def __init__(self, cfg: SASRecConfig):
+        super().__init__()
+        if cfg.hidden % cfg.heads:
+            raise ValueError(f"hidden ({cfg.hidden}) must be divisible by heads ({cfg.heads})")
+        self.cfg = cfg
+        self.item_emb = nn.Embedding(cfg.num_items + 1, cfg.hidden, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
+        self.emb_dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.blocks))
+        self.final_norm = nn.LayerNorm(cfg.hidden)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """[batch, T] left-padded item indices -> [batch, T, hidden] states."""
+        b, t = inputs.shape
+        if t > self.cfg.max_len:
+            inputs = inputs[:, -self.cfg.max_len:]
+            t = self.cfg.max_len
+        positions = torch.arange(self.cfg.max_len - t, self.cfg.max_len, device=inputs.device)
+        x = self.item_emb(inputs) * math.sqrt(self.cfg.hidden) + self.pos_emb(positions)
+        x = self.emb_dropout(x)
+        keep = inputs != 0
+        x = x * keep.unsqueeze(-1)
+        causal = torch.ones(t, t, dtype=torch.bool, device=inputs.device).tril()
+        eye = torch.eye(t, dtype=torch.bool, device=inputs.device)
+        # a query attends to earlier real items and always to itself (so padded rows stay finite)
+        mask = (causal & keep.unsqueeze(1)) | eye
+        mask = mask.unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.final_norm(x)
+
+    def item_weights(self) -> torch.Tensor:
+        """[num_items + 1, hidden] output item vectors (row 0 = padding)."""
+        return self.item_emb.weight
+
+    def user_state(self, inputs: torch.Tensor) -> torch.Tensor:
+        """State after the last position of each (left-padded) history: [batch, hidden]."""
+        return self.forward(inputs)[:, -1]
+
+    def score_all(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Scores of every item (column 0 = padding) after each history: [batch, num_items + 1]."""
+        return self.user_state(inputs) @ self.item_weights().T

@@ -1,0 +1,78 @@
+"""Top-k recommendation from a trained artifact, for a known user or a list of item ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+
+from rankpref.artifacts import load_artifact
+from rankpref.errors import RankprefError, UnknownIdError
+from rankpref.training import build_model
+
+
+@dataclass
+class Recommender:
+    model: torch.nn.Module
+    cfg: object
+    vocab: object
+    items: pl.DataFrame | None
+    metrics: dict
+
+    @classmethod
+    def load(cls, path) -> "Recommender":
+        state, cfg, vocab, metrics, items = load_artifact(path)
+        model = build_model(cfg.model, vocab.num_items, cfg.data.max_len)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise RankprefError(f"{path}: weights do not match the config ({exc})") from None
+        model.eval()
+        return cls(model, cfg, vocab, items, metrics)
+
+    def item_indices(self, item_ids: list[str]) -> list[int]:
+        index = self.vocab.item_index()
+        unknown = [i for i in item_ids if i not in index]
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:10])
+            more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
+            raise UnknownIdError(f"unknown item id(s): {shown}{more}; the model knows "
+                                 f"{self.vocab.num_items:,} items")
+        return [index[i] for i in item_ids]
+
+    @torch.no_grad()
+    def recommend(self, history: list[int], k: int = 10, exclude_seen: bool = True):
+        """Top-k (item_idx, score) after a history of item indices (chronological)."""
+        if k < 1:
+            raise RankprefError(f"k must be >= 1, got {k}")
+        if not history:
+            raise RankprefError("the history is empty: give at least one item id")
+        inputs = torch.tensor([history[-self.cfg.data.max_len:]], dtype=torch.long)
+        scores = self.model.score_all(inputs)[0]
+        scores[0] = float("-inf")
+        if exclude_seen:
+            scores[torch.tensor(sorted(set(history)))] = float("-inf")
+        k = min(k, int(torch.isfinite(scores).sum()))
+        top = scores.topk(k)
+        return list(zip(top.indices.tolist(), top.values.tolist()))
+
+    def describe(self, ranked) -> list[dict]:
+        titles = {}
+        if self.items is not None and "title" in self.items.columns:
+            idx = [i for i, _ in ranked]
+            sub = self.items.filter(pl.col("item_idx").is_in(idx))
+            titles = dict(zip(sub["item_idx"].to_list(), sub["title"].to_list()))
+        return [{"rank": r + 1, "item_id": self.vocab.items[i], "score": round(float(s), 4),
+                 "title": titles.get(i)} for r, (i, s) in enumerate(ranked)]
+
+
+def user_history(dataset, user_id: str) -> list[int]:
+    """A known user's full chronological history (all splits) in the prepared dataset."""
+    index = dataset.vocab.user_index()
+    if user_id not in index:
+        raise UnknownIdError(f"unknown user id {user_id!r}; the dataset has "
+                             f"{len(dataset.vocab.users):,} users")
+    frame = dataset.interactions.filter(pl.col("user_idx") == index[user_id])
+    return np.asarray(frame["item_idx"]).tolist()

@@ -1,0 +1,212 @@
+"""Training of next-item recommenders with Lightning: the module, callbacks and ``fit``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import lightning as L
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from safetensors.torch import load_file, save_file
+
+from rankpref.config import ModelConfig, RunConfig, to_yaml
+from rankpref.data.datasets import PreparedDataset, prepare
+from rankpref.data.sequences import SequenceDataModule
+from rankpref.data.splits import make_split
+from rankpref.errors import ConfigError
+from rankpref.evaluation import MetricAccumulator, batch_ranks, evaluate, parse_protocol
+from rankpref.io import atomic_path
+from rankpref.losses import NEXT_ITEM_LOSSES
+from rankpref.models.sasrec import SASRec, SASRecConfig
+from rankpref.settings import set_threads
+
+
+def build_model(cfg: ModelConfig, num_items: int, max_len: int) -> SASRec:
+    if cfg.name != "sasrec":
+        raise ConfigError(f"model.name: unknown model {cfg.name!r}")
+    return SASRec(SASRecConfig(num_items=num_items, max_len=max_len, hidden=cfg.hidden,
+                               blocks=cfg.blocks, heads=cfg.heads, dropout=cfg.dropout))
+
+
+class NextItemModule(L.LightningModule):
+    """Trains a sequence encoder on every target position at once; validates by full ranking."""
+
+    def __init__(self, model: SASRec, cfg: RunConfig):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.loss_name = cfg.model.loss
+        self.num_items = model.cfg.num_items
+        self.sampled = parse_protocol(cfg.eval.protocol)
+        self._acc: MetricAccumulator | None = None
+
+    def training_step(self, batch, batch_idx):
+        states = self.model(batch["inputs"])
+        keep = batch["targets"] != 0
+        states, targets = states[keep], batch["targets"][keep]
+        weights = self.model.item_weights()
+        loss_fn = NEXT_ITEM_LOSSES[self.loss_name]
+        if self.loss_name == "ce":
+            loss = loss_fn(states, weights, targets)
+        else:
+            n = 1 if self.loss_name == "bce" else self.cfg.model.num_negatives
+            negatives = torch.randint(1, self.num_items + 1, (len(targets), n),
+                                      device=targets.device)
+            loss = loss_fn(states, weights, targets, negatives)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(targets), sync_dist=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._acc = MetricAccumulator(list(self.cfg.eval.ks))
+        self._gen = torch.Generator().manual_seed(self.cfg.eval.seed)
+
+    def validation_step(self, batch, batch_idx):
+        scores = self.model.score_all(batch["inputs"])
+        self._acc.add(batch_ranks(scores, batch["history"], batch["targets"],
+                                  mask_history=self.cfg.eval.mask_history, sampled=self.sampled,
+                                  generator=self._gen))
+
+    def on_validation_epoch_end(self) -> None:
+        totals = self._acc.as_tensor()
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(totals)
+        self._acc.load_tensor(totals)
+        for name, value in self._acc.result().items():
+            self.log(f"valid/{name}", value, prog_bar=name == self.cfg.eval.monitor,
+                     rank_zero_only=False, sync_dist=False)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.train.lr,
+                                weight_decay=self.cfg.train.weight_decay)
+
+
+class BestWeights(Callback):
+    """Keeps the weights of the best validation epoch as safetensors (rank 0 writes)."""
+
+    def __init__(self, path: Path, monitor: str):
+        self.path = Path(path)
+        self.monitor = monitor
+        self.best = float("-inf")
+        self.best_epoch = -1
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or float(value) <= self.best:
+            return
+        self.best, self.best_epoch = float(value), trainer.current_epoch
+        if trainer.is_global_zero:
+            state = {k: v.detach().cpu().contiguous() for k, v in pl_module.model.state_dict().items()}
+            with atomic_path(self.path) as tmp:
+                save_file(state, str(tmp))
+
+    def state_dict(self):
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state):
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+
+
+class EpochTimer(Callback):
+    """Wall-clock seconds of each training epoch (validation excluded)."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def _check_resumable(run_dir: Path, cfg: RunConfig) -> None:
+    """Refuse to resume a run folder that was started with different data or model settings."""
+    saved = run_dir / "run_config.json"
+    current = {"data": cfg.data.model_dump(), "model": cfg.model.model_dump()}
+    if saved.exists():
+        previous = json.loads(saved.read_text("utf-8"))
+        if previous != current:
+            raise ConfigError(f"{run_dir}: holds a run with other data/model settings; choose "
+                              "another output_dir or set train.resume=false")
+    else:
+        with atomic_path(saved) as tmp:
+            tmp.write_text(json.dumps(current), encoding="utf-8")
+
+
+def evaluate_model(model: SASRec, datamodule: SequenceDataModule, cfg: RunConfig,
+                   split: str, progress: bool = False) -> dict:
+    model.eval()
+    out = evaluate(lambda b: model.score_all(b["inputs"]), datamodule.eval_dataloader(split),
+                   ks=cfg.eval.ks, mask_history=cfg.eval.mask_history,
+                   protocol=cfg.eval.protocol, seed=cfg.eval.seed, progress=progress)
+    return out
+
+
+def fit(cfg: RunConfig, dataset: PreparedDataset | None = None) -> Path:
+    """Train, keep the best valid epoch, evaluate valid and test, write the artifact."""
+    set_threads(cfg.train.threads)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    dataset = dataset or prepare(cfg.data)
+    split = make_split(dataset.interactions, cfg.data.split, cfg.data.valid_fraction,
+                       cfg.data.test_fraction)
+    dm = SequenceDataModule(split, dataset.num_items, cfg.data.max_len, cfg.train.batch_size,
+                            cfg.train.eval_batch_size, cfg.train.num_workers, cfg.train.seed)
+    model = build_model(cfg.model, dataset.num_items, cfg.data.max_len)
+    module = NextItemModule(model, cfg)
+    run_dir = cfg.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    resume = cfg.train.resume and last.exists()
+    if cfg.train.resume:
+        _check_resumable(run_dir, cfg)
+    monitor = f"valid/{cfg.eval.monitor}"
+    best = BestWeights(run_dir / "best.safetensors", monitor)
+    timer = EpochTimer()
+    callbacks = [EarlyStopping(monitor=monitor, mode="max", patience=cfg.train.patience),
+                 ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0), best, timer]
+    t = cfg.train.trainer
+    trainer = L.Trainer(max_epochs=cfg.train.epochs, accelerator=t.accelerator, devices=t.devices,
+                        strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision,
+                        callbacks=callbacks, default_root_dir=run_dir,
+                        logger=CSVLogger(run_dir, name="logs", version=""),
+                        enable_progress_bar=cfg.train.progress, enable_model_summary=False,
+                        num_sanity_val_steps=0, use_distributed_sampler=False,
+                        log_every_n_steps=50)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None,
+                weights_only=False)
+    train_seconds = time.perf_counter() - started
+    if not trainer.is_global_zero:
+        return run_dir / "model"
+    if (run_dir / "best.safetensors").exists():
+        model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
+    eval_started = time.perf_counter()
+    valid = evaluate_model(model, dm, cfg, "valid")
+    test_started = time.perf_counter()
+    test = evaluate_model(model, dm, cfg, "test")
+    test_seconds = time.perf_counter() - test_started
+    metrics = {
+        "dataset": dataset.stats.get("dataset"), "model": cfg.model.name, "loss": cfg.model.loss,
+        "split": cfg.data.split, "protocol": cfg.eval.protocol,
+        "mask_history": cfg.eval.mask_history, "ks": list(cfg.eval.ks),
+        "selected_on": f"valid {cfg.eval.monitor}", "best_epoch": best.best_epoch + 1,
+        "epochs_run": trainer.current_epoch if trainer.current_epoch else len(timer.seconds),
+        "seconds_per_epoch": (sum(timer.seconds) / len(timer.seconds)) if timer.seconds else None,
+        "train_seconds": round(train_seconds, 2),
+        "eval_seconds": {"valid": round(test_started - eval_started, 3),
+                         "test": round(test_seconds, 3)},
+        "threads": cfg.train.threads,
+        "valid": valid, "test": test, "data": dataset.stats, "split_stats": split.stats(),
+    }
+    from rankpref.artifacts import save_artifact
+
+    out = save_artifact(run_dir / "model", model.state_dict(), cfg, dataset.vocab, metrics,
+                        dataset.items)
+    return out
