@@ -83,17 +83,16 @@ def fit(data: Optional[str] = DATA_OPT, config: Optional[Path] = CONFIG_OPT,
     from rankpref.training import fit as run_fit
 
     extra = []
-    if loss:
+    if loss is not None:
         extra.append(f"model.loss={loss}")
-    if out:
+    if out is not None:
         extra.append(f"output_dir={out}")
-    if epochs:
+    if epochs is not None:
         extra.append(f"train.epochs={epochs}")
     cfg = _config(config, data, set_, extra)
     artifact = run_fit(cfg)
-    metrics_file = artifact / "metrics.json"
-    if metrics_file.exists():
-        metrics = json.loads(metrics_file.read_text())
+    if artifact is not None:
+        metrics = json.loads((artifact / "metrics.json").read_text())
         _print_metrics(f"valid ({metrics['protocol']} ranking)", metrics["valid"])
         _print_metrics(f"test ({metrics['protocol']} ranking)", metrics["test"])
         typer.echo(f"artifact: {artifact}")

@@ -42,6 +42,8 @@ class ModelConfig(_Strict):
     blocks: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
+    norm: Literal["pre", "post"] = "pre"
+    scale_embeddings: bool = True
     loss: Literal["ce", "bce", "sampled_softmax"] = "ce"
     num_negatives: int = Field(100, ge=1, description="negatives for sampled_softmax")
 
@@ -61,7 +63,7 @@ class TrainConfig(_Strict):
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(1024, ge=1)
     lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="decoupled (AdamW) weight decay")
     patience: int = Field(10, ge=1, description="epochs without a better valid ndcg@10")
     seed: int = 42
     threads: int = Field(1, ge=1, description="torch intra-op threads")
@@ -130,10 +132,14 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(f"{path}: config file not found") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
     try:
-        tree = yaml.safe_load(text) or {}
+        tree = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if tree is None:
+        tree = {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return tree

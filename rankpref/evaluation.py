@@ -55,7 +55,8 @@ def batch_ranks(scores: torch.Tensor, history: torch.Tensor, targets: torch.Tens
         if available < sampled:
             raise ConfigError(f"eval.protocol: only {available} unseen items to sample, "
                               f"need {sampled}")
-        negatives = torch.multinomial(weights, sampled, replacement=False, generator=generator)
+        negatives = torch.multinomial(weights.cpu(), sampled, replacement=False,
+                                      generator=generator).to(scores.device)
         candidates = torch.cat([targets.view(-1, 1), negatives], dim=1)
         sub = scores.gather(1, candidates)
         return target_ranks(sub, torch.zeros_like(targets))

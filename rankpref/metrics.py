@@ -17,6 +17,7 @@ import torch
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based rank of ``targets[b]`` in ``scores[b]`` ([batch, n_items] -> [batch])."""
+    scores = scores.nan_to_num(nan=float("-inf"))  # a NaN score never ranks well
     target_scores = scores.gather(1, targets.view(-1, 1))
     above = (scores > target_scores).sum(dim=1)
     ties = (scores == target_scores).sum(dim=1) - 1

@@ -28,7 +28,8 @@ def build_model(cfg: ModelConfig, num_items: int, max_len: int) -> SASRec:
     if cfg.name != "sasrec":
         raise ConfigError(f"model.name: unknown model {cfg.name!r}")
     return SASRec(SASRecConfig(num_items=num_items, max_len=max_len, hidden=cfg.hidden,
-                               blocks=cfg.blocks, heads=cfg.heads, dropout=cfg.dropout))
+                               blocks=cfg.blocks, heads=cfg.heads, dropout=cfg.dropout,
+                               norm=cfg.norm, scale_embeddings=cfg.scale_embeddings))
 
 
 class NextItemModule(L.LightningModule):
@@ -73,15 +74,17 @@ class NextItemModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         totals = self._acc.as_tensor()
         if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            totals = totals.to(self.device)  # NCCL needs device tensors
             torch.distributed.all_reduce(totals)
+            totals = totals.cpu()
         self._acc.load_tensor(totals)
         for name, value in self._acc.result().items():
             self.log(f"valid/{name}", value, prog_bar=name == self.cfg.eval.monitor,
-                     rank_zero_only=False, sync_dist=False)
+                     sync_dist=True)  # identical on every rank after the all-reduce
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.train.lr,
-                                weight_decay=self.cfg.train.weight_decay)
+        return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.train.lr,
+                                 weight_decay=self.cfg.train.weight_decay)
 
 
 class BestWeights(Callback):
@@ -148,8 +151,12 @@ def evaluate_model(model: SASRec, datamodule: SequenceDataModule, cfg: RunConfig
     return out
 
 
-def fit(cfg: RunConfig, dataset: PreparedDataset | None = None) -> Path:
-    """Train, keep the best valid epoch, evaluate valid and test, write the artifact."""
+def fit(cfg: RunConfig, dataset: PreparedDataset | None = None) -> Path | None:
+    """Train, keep the best valid epoch, evaluate valid and test, write the artifact.
+
+    Returns the artifact folder (``<run_dir>/model``); in a multi-process run only the
+    process of global rank 0 evaluates and writes it, the others return None.
+    """
     set_threads(cfg.train.threads)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     dataset = dataset or prepare(cfg.data)
@@ -184,7 +191,7 @@ def fit(cfg: RunConfig, dataset: PreparedDataset | None = None) -> Path:
                 weights_only=False)
     train_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
-        return run_dir / "model"
+        return None
     if (run_dir / "best.safetensors").exists():
         model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
     eval_started = time.perf_counter()

@@ -108,14 +108,18 @@ def _fingerprint(cfg: DataConfig, spec: DatasetSpec) -> str:
 def _read_sources(spec: DatasetSpec, cfg: DataConfig):
     from rankpref.data import readers
 
-    options = {"columns": cfg.columns} if spec.format == "table" and cfg.columns else {}
-    inter = readers.read_interactions(spec.path, spec.format, **options)
+    from rankpref.data.schema import INTERACTION_SCHEMA, ITEM_SCHEMA
+
+    def mapping(schema):
+        if spec.format != "table" or not cfg.columns:
+            return {}
+        return {"columns": {k: v for k, v in cfg.columns.items() if k in schema}}
+
+    inter = readers.read_interactions(spec.path, spec.format, **mapping(INTERACTION_SCHEMA))
     items = None
     if spec.items_path:
-        item_format = "s3rec" if spec.format == "s3rec" else spec.format
-        items = readers.collect(readers.read_items(spec.items_path, item_format, **(
-            {"columns": cfg.columns} if spec.format == "table" and cfg.columns else {})),
-            spec.items_path)
+        items = readers.collect(readers.read_items(spec.items_path, spec.format,
+                                                   **mapping(ITEM_SCHEMA)), spec.items_path)
     return inter, items
 
 

@@ -71,11 +71,11 @@ def k_core(frame: pl.DataFrame, min_user: int, min_item: int,
 
 def _id_order(values: pl.Series) -> list[str]:
     """Sorted unique ids; numerically when every id is an integer string."""
-    unique = values.unique()
-    as_int = unique.cast(pl.Int64, strict=False)
-    if as_int.null_count() == 0:
-        return [str(v) for v in sorted(as_int.to_list())]
-    return sorted(unique.to_list())
+    unique = values.unique().to_list()
+    try:
+        return sorted(unique, key=lambda s: (int(s), s))  # ids keep their exact spelling
+    except ValueError:
+        return sorted(unique)
 
 
 @dataclass

@@ -23,6 +23,8 @@ def training_windows(seq: np.ndarray, max_len: int) -> list[tuple[np.ndarray, np
 
     Targets are ``seq[1:]``; each appears in exactly one window, windows are cut from the end.
     """
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
     windows = []
     end = len(seq) - 1  # number of targets
     while end > 0:

@@ -124,7 +124,7 @@ def temporal(frame: pl.DataFrame, valid_fraction: float = 0.1,
         if len(seq) > n_before_test and n_before_test > 0:
             test.append((user, seq[:n_before_test], int(seq[n_before_test])))
             evaluated = True
-        if not evaluated:
+        if n_train > 0 and not evaluated:
             short += 1
     return Split(np.array(train_users, np.int64), train_seqs, _examples(valid), _examples(test),
                  "temporal", short)

@@ -25,6 +25,9 @@ class SASRecConfig:
     heads: int = 2
     dropout: float = 0.2
     ffn_multiplier: int = 4
+    norm: str = "pre"               # "pre": LayerNorm before each sub-layer; "post": after
+                                    # the residual (as the S3-Rec/BSARec code bases)
+    scale_embeddings: bool = True   # multiply item embeddings by sqrt(hidden), as SASRec
 
 
 class _Block(nn.Module):
@@ -42,20 +45,29 @@ class _Block(nn.Module):
                                  nn.Linear(cfg.ffn_multiplier * cfg.hidden, cfg.hidden))
         self.dropout = nn.Dropout(cfg.dropout)
         self.attn_dropout = cfg.dropout
+        self.pre_norm = cfg.norm == "pre"
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _attend(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.heads, d // self.heads).unbind(2)
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).unbind(2)
         q, k, v = (z.transpose(1, 2) for z in (q, k, v))
         attn = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0)
-        x = x + self.dropout(self.proj(attn.transpose(1, 2).reshape(b, t, d)))
-        return x + self.dropout(self.ffn(self.norm2(x)))
+        return self.dropout(self.proj(attn.transpose(1, 2).reshape(b, t, d)))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self._attend(self.norm1(x), mask)
+            return x + self.dropout(self.ffn(self.norm2(x)))
+        x = self.norm1(x + self._attend(x, mask))
+        return self.norm2(x + self.dropout(self.ffn(x)))
 
 
 class SASRec(nn.Module):
     def __init__(self, cfg: SASRecConfig):
         super().__init__()
+        if cfg.norm not in ("pre", "post"):
+            raise ValueError(f"norm must be 'pre' or 'post', got {cfg.norm!r}")
         if cfg.hidden % cfg.heads:
             raise ValueError(f"hidden ({cfg.hidden}) must be divisible by heads ({cfg.heads})")
         self.cfg = cfg
@@ -63,6 +75,7 @@ class SASRec(nn.Module):
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
         self.emb_dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.blocks))
+        # pre-norm: a LayerNorm closes the stack; post-norm: one opens it (after the embeddings)
         self.final_norm = nn.LayerNorm(cfg.hidden)
         self.apply(self._init)
 
@@ -84,7 +97,10 @@ class SASRec(nn.Module):
             inputs = inputs[:, -self.cfg.max_len:]
             t = self.cfg.max_len
         positions = torch.arange(self.cfg.max_len - t, self.cfg.max_len, device=inputs.device)
-        x = self.item_emb(inputs) * math.sqrt(self.cfg.hidden) + self.pos_emb(positions)
+        scale = math.sqrt(self.cfg.hidden) if self.cfg.scale_embeddings else 1.0
+        x = self.item_emb(inputs) * scale + self.pos_emb(positions)
+        if self.cfg.norm == "post":
+            x = self.final_norm(x)
         x = self.emb_dropout(x)
         keep = inputs != 0
         x = x * keep.unsqueeze(-1)
@@ -95,7 +111,7 @@ class SASRec(nn.Module):
         mask = mask.unsqueeze(1)
         for block in self.blocks:
             x = block(x, mask)
-        return self.final_norm(x)
+        return self.final_norm(x) if self.cfg.norm == "pre" else x
 
     def item_weights(self) -> torch.Tensor:
         """[num_items + 1, hidden] output item vectors (row 0 = padding)."""

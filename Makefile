@@ -1,0 +1,38 @@
+# rankpref: `make demo` sets everything up and runs the main job; `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PIP := $(BIN)/pip install -c constraints.txt
+DEMO_RUN := runs/demo-sasrec-ce
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test test-all bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(PIP) --quiet torch==2.13.0
+	$(PIP) --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/rankpref prepare --data demo
+	$(BIN)/rankpref fit --data demo --out $(DEMO_RUN)
+	$(BIN)/rankpref evaluate --artifact $(DEMO_RUN) --split both
+	$(BIN)/rankpref recommend --artifact $(DEMO_RUN) --user SYN0000007 --k 5
+
+# pytest exits 5 when no test was collected; that is not a failure of the suite.
+test: install
+	$(BIN)/python -m pytest -m "not slow" -q -rs; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+
+test-all: install
+	$(BIN)/python -m pytest -q -rs; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+
+bench: install
+	$(BIN)/python benchmarks/sasrec.py
+
+clean:
+	rm -rf runs .cache .pytest_cache
