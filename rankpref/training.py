@@ -182,13 +182,13 @@ def fit(cfg: RunConfig, dataset: PreparedDataset | None = None) -> Path | None:
     trainer = L.Trainer(max_epochs=cfg.train.epochs, accelerator=t.accelerator, devices=t.devices,
                         strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision,
                         callbacks=callbacks, default_root_dir=run_dir,
-                        logger=CSVLogger(run_dir, name="logs", version=""),
+                        logger=CSVLogger(run_dir, name="logs"),  # logs/version_N per launch
                         enable_progress_bar=cfg.train.progress, enable_model_summary=False,
                         num_sanity_val_steps=0, use_distributed_sampler=False,
                         log_every_n_steps=50)
     started = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None,
-                weights_only=False)
+                weights_only=True)
     train_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return None

@@ -167,9 +167,9 @@ class SequenceDataModule(L.LightningDataModule):
         return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate_train,
                           num_workers=self.num_workers)
 
-    def _eval_loader(self, dataset: EvalSet) -> DataLoader:
+    def _eval_loader(self, dataset: EvalSet, shard: bool = True) -> DataLoader:
         rank, world = self._world()
-        if world > 1:  # each rank takes every world-th example; metrics are summed across ranks
+        if shard and world > 1:  # each rank takes every world-th example; metrics are summed across ranks
             dataset = Subset(dataset, list(range(rank, len(dataset), world)))
         return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False,
                           collate_fn=collate_eval, num_workers=self.num_workers)
@@ -181,4 +181,6 @@ class SequenceDataModule(L.LightningDataModule):
         return self._eval_loader(self.test_set)
 
     def eval_dataloader(self, split: str) -> DataLoader:
-        return self._eval_loader(self.valid_set if split == "valid" else self.test_set)
+        """Every example of ``split`` in one process (no sharding), for final evaluation."""
+        return self._eval_loader(self.valid_set if split == "valid" else self.test_set,
+                                 shard=False)
