@@ -42,6 +42,7 @@ class ModelConfig(_Strict):
     blocks: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
+    ffn_multiplier: int = Field(4, ge=1, description="feed-forward width / hidden")
     norm: Literal["pre", "post"] = "pre"
     scale_embeddings: bool = True
     loss: Literal["ce", "bce", "sampled_softmax"] = "ce"

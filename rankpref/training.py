@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -24,12 +26,21 @@ from rankpref.models.sasrec import SASRec, SASRecConfig
 from rankpref.settings import set_threads
 
 
+def _quiet_lightning() -> None:
+    """Hide Lightning's start-up banner, tips and two known harmless warnings."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+
+
 def build_model(cfg: ModelConfig, num_items: int, max_len: int) -> SASRec:
     if cfg.name != "sasrec":
         raise ConfigError(f"model.name: unknown model {cfg.name!r}")
     return SASRec(SASRecConfig(num_items=num_items, max_len=max_len, hidden=cfg.hidden,
                                blocks=cfg.blocks, heads=cfg.heads, dropout=cfg.dropout,
-                               norm=cfg.norm, scale_embeddings=cfg.scale_embeddings))
+                               ffn_multiplier=cfg.ffn_multiplier, norm=cfg.norm,
+                               scale_embeddings=cfg.scale_embeddings))
 
 
 class NextItemModule(L.LightningModule):
@@ -158,6 +169,7 @@ def fit(cfg: RunConfig, dataset: PreparedDataset | None = None) -> Path | None:
     process of global rank 0 evaluates and writes it, the others return None.
     """
     set_threads(cfg.train.threads)
+    _quiet_lightning()
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     dataset = dataset or prepare(cfg.data)
     split = make_split(dataset.interactions, cfg.data.split, cfg.data.valid_fraction,
