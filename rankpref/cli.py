@@ -1,4 +1,4 @@
-"""The ``rankpref`` command line: prepare, fit, evaluate, recommend."""
+"""The ``rankpref`` command line: prepare, fit, evaluate, recommend, rationales."""
 
 from __future__ import annotations
 
@@ -185,6 +185,98 @@ def recommend(artifact: Path = typer.Option(..., help="artifact or run folder"),
     for row in rows:
         title = f"  {row['title']}" if row["title"] else ""
         typer.echo(f"{row['rank']:>3}. {row['item_id']:<14} {row['score']:>8.3f}{title}")
+
+
+rationales_app = typer.Typer(no_args_is_help=True,
+                             help="SLM-written rationales: why each user chose their last item.")
+app.add_typer(rationales_app, name="rationales")
+CACHE_OPT = typer.Option(".cache/rankpref/rationales.sqlite", "--cache",
+                         help="the rationale store (SQLite, append-only)")
+
+
+@rationales_app.command("generate")
+@_friendly
+def rationales_generate(
+        data: Optional[str] = DATA_OPT, config: Optional[Path] = CONFIG_OPT,
+        set_: Optional[List[str]] = SET_OPT,
+        backend: str = typer.Option("transformers", help="template, transformers, llama-cpp "
+                                    "or openai"),
+        model: Optional[str] = typer.Option(None, help="model folder, .gguf file or hub name "
+                                            "(default: bundled SmolLM2-135M-Instruct)"),
+        base_url: Optional[str] = typer.Option(None, help="openai backend: server URL"),
+        api_key: Optional[str] = typer.Option(None, envvar="RANKPREF_API_KEY",
+                                              help="openai backend: API key"),
+        limit: Optional[int] = typer.Option(None, min=1, help="at most this many users"),
+        sample: Optional[int] = typer.Option(None, min=1, help="a seeded random sample of users"),
+        seed: int = typer.Option(0, help="sampling seed (users and generation)"),
+        batch_size: int = typer.Option(8, min=1, help="users per batch"),
+        threads: int = typer.Option(1, min=1, help="torch threads (transformers backend)"),
+        max_new_tokens: int = typer.Option(150, min=8),
+        timeout: float = typer.Option(60.0, help="openai backend: seconds per request"),
+        cache: Path = CACHE_OPT,
+        progress: bool = typer.Option(True, help="show a progress bar")):
+    """Generate (and cache) one rationale per user; resumes where a previous run stopped."""
+    from rankpref.data.datasets import prepare as run_prepare
+    from rankpref.data.splits import make_split
+    from rankpref.rationales.backends import make_backend
+    from rankpref.rationales.cache import RationaleStore
+    from rankpref.rationales.generate import generate_rationales
+
+    cfg = _config(config, data, set_)
+    options: dict = {}
+    if backend == "transformers":
+        options = {"batch_size": batch_size, "threads": threads,
+                   "max_new_tokens": max_new_tokens, "seed": seed}
+    elif backend == "llama-cpp":
+        options = {"threads": threads, "max_new_tokens": max_new_tokens, "seed": seed}
+    elif backend == "openai":
+        options = {"base_url": base_url, "api_key": api_key, "timeout": timeout,
+                   "max_new_tokens": max_new_tokens}
+    engine = make_backend(backend, model, **options)
+    ds = run_prepare(cfg.data, quiet=True)
+    split = make_split(ds.interactions, cfg.data.split, cfg.data.valid_fraction,
+                       cfg.data.test_fraction)
+    store = RationaleStore(cache)
+    name = cfg.data.name or Path(cfg.data.path).stem
+    report = generate_rationales(name, ds, split, engine, store, sample=sample, limit=limit,
+                                 seed=seed, batch_size=batch_size, progress=progress)
+    out = report.as_dict()
+    out.update({"dataset": name, "backend": engine.name, "model": engine.model_id,
+                "cache": str(cache), "cached_for_dataset": store.count(name)})
+    typer.echo(json.dumps(out, indent=2))
+
+
+@rationales_app.command("show")
+@_friendly
+def rationales_show(data: str = typer.Option(..., help="dataset name"),
+                    user: str = typer.Option(..., help="user id"), cache: Path = CACHE_OPT):
+    """Print the cached rationales of one user."""
+    from rankpref.rationales.cache import RationaleStore
+
+    if not cache.exists():
+        raise RankprefError(f"{cache}: no rationale cache yet; run `rankpref rationales generate`")
+    rows = RationaleStore(cache).rows(dataset=data, user_id=user)
+    if not rows:
+        raise RankprefError(f"no rationale for user {user!r} in dataset {data!r} ({cache})")
+    for r in rows:
+        typer.echo(f"[{r['model']} / {r['prompt_version']}] chose {r['chosen_item']}: "
+                   f"{r['rationale']}")
+
+
+@rationales_app.command("export")
+@_friendly
+def rationales_export(data: str = typer.Option(..., help="dataset name"),
+                      out: Path = typer.Option(..., help="parquet file to write"),
+                      cache: Path = CACHE_OPT):
+    """Write a dataset's cached rationales to a parquet file (atomically)."""
+    from rankpref.io import atomic_path
+    from rankpref.rationales.cache import RationaleStore
+    from rankpref.rationales.generate import rationale_table
+
+    table = rationale_table(RationaleStore(cache), data)
+    with atomic_path(out) as tmp:
+        table.write_parquet(tmp)
+    typer.echo(f"wrote {table.height} rationales to {out}")
 
 
 def main() -> None:
