@@ -209,6 +209,8 @@ def rationales_generate(
         limit: Optional[int] = typer.Option(None, min=1, help="at most this many users"),
         sample: Optional[int] = typer.Option(None, min=1, help="a seeded random sample of users"),
         seed: int = typer.Option(0, help="sampling seed (users and generation)"),
+        shard: str = typer.Option("0/1", help="K/N: this process takes every N-th user from "
+                                  "the K-th (run N processes side by side on one cache)"),
         batch_size: int = typer.Option(8, min=1, help="users per batch"),
         threads: int = typer.Option(1, min=1, help="torch threads (transformers backend)"),
         max_new_tokens: int = typer.Option(150, min=8),
@@ -222,6 +224,12 @@ def rationales_generate(
     from rankpref.rationales.cache import RationaleStore
     from rankpref.rationales.generate import generate_rationales
 
+    try:
+        shard_k, shard_n = (int(x) for x in shard.split("/"))
+        if not 0 <= shard_k < shard_n:
+            raise ValueError
+    except ValueError:
+        raise RankprefError(f"--shard must be K/N with 0 <= K < N, got {shard!r}") from None
     cfg = _config(config, data, set_)
     options: dict = {}
     if backend == "transformers":
@@ -239,7 +247,8 @@ def rationales_generate(
     store = RationaleStore(cache)
     name = cfg.data.name or Path(cfg.data.path).stem
     report = generate_rationales(name, ds, split, engine, store, sample=sample, limit=limit,
-                                 seed=seed, batch_size=batch_size, progress=progress)
+                                 seed=seed, batch_size=batch_size, progress=progress,
+                                 shard=(shard_k, shard_n))
     out = report.as_dict()
     out.update({"dataset": name, "backend": engine.name, "model": engine.model_id,
                 "cache": str(cache), "cached_for_dataset": store.count(name)})

