@@ -214,6 +214,8 @@ def rationales_generate(
         batch_size: int = typer.Option(8, min=1, help="users per batch"),
         threads: int = typer.Option(1, min=1, help="torch threads (transformers backend)"),
         max_new_tokens: int = typer.Option(150, min=8),
+        dtype: str = typer.Option("auto", help="transformers backend: auto (bfloat16 where the "
+                                  "CPU supports it), float32 or bfloat16"),
         timeout: float = typer.Option(60.0, help="openai backend: seconds per request"),
         cache: Path = CACHE_OPT,
         progress: bool = typer.Option(True, help="show a progress bar")):
@@ -234,7 +236,7 @@ def rationales_generate(
     options: dict = {}
     if backend == "transformers":
         options = {"batch_size": batch_size, "threads": threads,
-                   "max_new_tokens": max_new_tokens, "seed": seed}
+                   "max_new_tokens": max_new_tokens, "seed": seed, "dtype": dtype}
     elif backend == "llama-cpp":
         options = {"threads": threads, "max_new_tokens": max_new_tokens, "seed": seed}
     elif backend == "openai":
