@@ -43,11 +43,17 @@ def history_mask(history: torch.Tensor, num_columns: int) -> torch.Tensor:
 def batch_ranks(scores: torch.Tensor, history: torch.Tensor, targets: torch.Tensor, *,
                 mask_history: bool = True, sampled: int | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """0-based ranks of the targets. ``scores`` is [batch, num_items + 1] (column 0 = padding)."""
-    scores = scores.float().clone()
+    """0-based ranks of the targets. ``scores`` is [batch, num_items + 1] (column 0 = padding).
+
+    Same result as masking the padding column (and the history) with -inf and calling
+    :func:`rankpref.metrics.target_ranks`, but without materialising a masked copy of the
+    score matrix: it counts the items scoring at least the target's score once, then takes
+    off the padding column, the (de-duplicated) history items and the target itself.
+    """
+    scores = scores.float()
     rows = torch.arange(len(targets), device=scores.device)
-    seen = history_mask(history, scores.shape[1])
     if sampled is not None:
+        seen = history_mask(history, scores.shape[1])
         weights = (~seen).float()
         weights[:, 0] = 0.0
         weights[rows, targets] = 0.0
@@ -58,13 +64,19 @@ def batch_ranks(scores: torch.Tensor, history: torch.Tensor, targets: torch.Tens
         negatives = torch.multinomial(weights.cpu(), sampled, replacement=False,
                                       generator=generator).to(scores.device)
         candidates = torch.cat([targets.view(-1, 1), negatives], dim=1)
-        sub = scores.gather(1, candidates)
-        return target_ranks(sub, torch.zeros_like(targets))
-    scores[:, 0] = float("-inf")
+        return target_ranks(scores.gather(1, candidates), torch.zeros_like(targets))
+    target = scores.gather(1, targets.view(-1, 1))
+    at_least = (scores >= target).sum(dim=1)
+    at_least -= (scores[:, :1] >= target).squeeze(1).long()  # the padding column
     if mask_history:
-        seen[rows, targets] = False  # a repeated target stays rankable
-        scores = scores.masked_fill(seen, float("-inf"))
-    return target_ranks(scores, targets)
+        hist, _ = history.sort(dim=1)
+        first = torch.ones_like(hist, dtype=torch.bool)
+        first[:, 1:] = hist[:, 1:] != hist[:, :-1]
+        counted = first & (hist != 0) & (hist != targets.view(-1, 1))
+        at_least -= ((scores.gather(1, hist) >= target) & counted).sum(dim=1)
+    ranks = at_least - 1  # the target itself
+    worst = torch.full_like(ranks, scores.shape[1] - 1)
+    return torch.where(torch.isnan(target.squeeze(1)), worst, ranks)
 
 
 @dataclass

@@ -334,3 +334,32 @@ def test_metric_accumulator_result_values():
     empty = MetricAccumulator([10])
     assert empty.result() == {"recall@10": 0.0, "ndcg@10": 0.0, "mrr@10": 0.0}
     assert float(empty.as_tensor()[-1]) == 0.0
+
+
+def _reference_ranks(scores, history, targets, mask_history):
+    """The plain way: mask padding (and history except the target) with -inf, then rank."""
+    from rankpref.metrics import target_ranks
+    s = scores.clone().float()
+    s[:, 0] = float("-inf")
+    if mask_history:
+        for b in range(len(targets)):
+            for item in history[b].tolist():
+                if item != 0 and item != int(targets[b]):
+                    s[b, item] = float("-inf")
+    return target_ranks(s, targets)
+
+
+@pytest.mark.parametrize("mask_history", [True, False])
+@pytest.mark.parametrize("seed", range(5))
+def test_fast_batch_ranks_match_the_masked_reference(mask_history, seed):
+    from rankpref.evaluation import batch_ranks
+    g = torch.Generator().manual_seed(seed)
+    n_items, batch = 60, 40
+    # coarse scores so that ties are frequent
+    scores = torch.randint(0, 6, (batch, n_items + 1), generator=g).float()
+    targets = torch.randint(1, n_items + 1, (batch,), generator=g)
+    history = torch.randint(0, n_items + 1, (batch, 9), generator=g)  # repeats and padding
+    history[:4, 0] = targets[:4]  # some targets are also in the history
+    fast = batch_ranks(scores, history, targets, mask_history=mask_history)
+    slow = _reference_ranks(scores, history, targets, mask_history)
+    assert torch.equal(fast, slow)
