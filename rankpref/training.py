@@ -26,10 +26,20 @@ from rankpref.models.sasrec import SASRec, SASRecConfig
 from rankpref.settings import set_threads
 
 
+_NOISE = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:")
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(_NOISE)
+
+
 def _quiet_lightning() -> None:
-    """Hide Lightning's start-up banner, tips and two known harmless warnings."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric.utilities.rank_zero").setLevel(logging.WARNING)
+    """Hide Lightning's hardware banner and tips (resume and DDP messages stay visible)."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
 
