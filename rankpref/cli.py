@@ -109,7 +109,7 @@ def evaluate(artifact: Path = typer.Option(..., help="artifact or run folder"),
              output: Optional[Path] = typer.Option(None, help="also write the metrics JSON here"),
              set_: Optional[List[str]] = SET_OPT):
     """Evaluate an artifact by full ranking on its dataset's valid/test split."""
-    from rankpref.config import load_config
+    from rankpref.config import apply_overrides
     from rankpref.data.datasets import prepare as run_prepare
     from rankpref.data.sequences import SequenceDataModule
     from rankpref.data.splits import make_split
@@ -128,13 +128,7 @@ def evaluate(artifact: Path = typer.Option(..., help="artifact or run folder"),
     if mask_history is not None:
         updates.append(f"eval.mask_history={str(mask_history).lower()}")
     if updates or set_:
-        from rankpref.config import parse_override, validate, _set_dotted
-
-        tree = cfg.model_dump(mode="json")
-        for text in updates + list(set_ or []):
-            key, value = parse_override(text)
-            _set_dotted(tree, key, value)
-        cfg = validate(tree, "--set")
+        cfg = apply_overrides(cfg, updates + list(set_ or []))
     from rankpref.evaluation import parse_protocol
 
     parse_protocol(cfg.eval.protocol)
@@ -145,7 +139,8 @@ def evaluate(artifact: Path = typer.Option(..., help="artifact or run folder"),
                             "artifact's; it was trained on other data")
     sp = make_split(ds.interactions, cfg.data.split, cfg.data.valid_fraction,
                     cfg.data.test_fraction)
-    dm = SequenceDataModule(sp, ds.num_items, cfg.data.max_len, eval_batch_size=cfg.train.eval_batch_size)
+    dm = SequenceDataModule(sp, ds.num_items, cfg.data.max_len,
+                            eval_batch_size=cfg.train.eval_batch_size)
     result = {"dataset": ds.stats.get("dataset"), "model": cfg.model.name, "loss": cfg.model.loss,
               "split": cfg.data.split, "protocol": cfg.eval.protocol,
               "mask_history": cfg.eval.mask_history, "ks": cfg.eval.ks}

@@ -180,5 +180,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return validate(tree, source)
 
 
+def apply_overrides(cfg: RunConfig, overrides: list[str], source: str = "--set") -> RunConfig:
+    """A copy of ``cfg`` with ``key.path=value`` overrides applied and validated."""
+    tree = cfg.model_dump(mode="json")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    return validate(tree, source)
+
+
 def to_yaml(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
