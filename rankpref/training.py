@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from safetensors.torch import load_file, save_file
 
-from rankpref.config import ModelConfig, RunConfig, to_yaml
+from rankpref.config import ModelConfig, RunConfig
 from rankpref.data.datasets import PreparedDataset, prepare
 from rankpref.data.sequences import SequenceDataModule
 from rankpref.data.splits import make_split

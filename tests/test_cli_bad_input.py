@@ -7,7 +7,6 @@ import gzip
 import json
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from rankpref.cli import app
