@@ -49,15 +49,18 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
         for name, value in metrics[split].items():
             assert math.isfinite(value), f"{split} {name} = {value}"
         assert 0.0 < metrics[split]["ndcg@10"] <= 1.0
-    losses = []
+    rows = []
     for csv in (out / "logs").rglob("metrics.csv"):
-        for line in csv.read_text().splitlines()[1:]:
-            cells = line.split(",")
-            if len(cells) > 2 and cells[2]:
-                losses.append(float(cells[2]))
+        lines = csv.read_text().splitlines()
+        header = lines[0].split(",")
+        rows += [dict(zip(header, line.split(","))) for line in lines[1:]]
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert losses and all(math.isfinite(v) for v in losses)
-    # both ranks must have reported the same all-reduced valid metric
-    assert metrics["valid"]["ndcg@10"] == pytest.approx(metrics["valid"]["ndcg@10"])
+    # the valid ndcg@10 logged during training was summed over the two ranks' halves of the
+    # users; it must equal the final single-process evaluation of the same (best) weights
+    logged = [float(r["valid/ndcg@10"]) for r in rows if r.get("valid/ndcg@10")]
+    assert len(logged) == 1
+    assert logged[0] == pytest.approx(metrics["valid"]["ndcg@10"], rel=1e-5)
 
 
 def test_resume_after_kill(tmp_path):
