@@ -49,26 +49,20 @@ def run_fit(config: Path, out: Path, extra: list[str], log: Path) -> dict:
 
 def time_evaluation(artifact: Path, repeats: int = 3) -> dict:
     """Full-ranking test evaluation of every user, timed ``repeats`` times in this process."""
-    from rankpref.data.datasets import prepare
-    from rankpref.data.sequences import SequenceDataModule
-    from rankpref.data.splits import make_split
     from rankpref.recommend import Recommender
     from rankpref.settings import set_threads
-    from rankpref.training import evaluate_model
+    from rankpref.training import eval_datamodule, evaluate_model
 
     rec = Recommender.load(artifact)
     cfg = rec.cfg
     set_threads(cfg.train.threads)
-    ds = prepare(cfg.data, quiet=True)
-    split = make_split(ds.interactions, cfg.data.split)
-    dm = SequenceDataModule(split, ds.num_items, cfg.data.max_len,
-                            eval_batch_size=cfg.train.eval_batch_size)
+    dm = eval_datamodule(cfg, rec.vocab)
     seconds, metrics = [], None
     for _ in range(repeats):
         started = time.perf_counter()
         metrics = evaluate_model(rec.model, dm, cfg, "test")
         seconds.append(time.perf_counter() - started)
-    return {"users": metrics["examples"], "items": ds.num_items, "threads": cfg.train.threads,
+    return {"users": metrics["examples"], "items": dm.num_items, "threads": cfg.train.threads,
             "seconds_min": round(min(seconds), 3), "seconds_all": [round(x, 3) for x in seconds],
             "test_ndcg@10": metrics["ndcg@10"]}
 

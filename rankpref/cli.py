@@ -109,13 +109,11 @@ def evaluate(artifact: Path = typer.Option(..., help="artifact or run folder"),
              set_: Optional[List[str]] = SET_OPT):
     """Evaluate an artifact by full ranking on its dataset's valid/test split."""
     from rankpref.config import apply_overrides
-    from rankpref.data.datasets import prepare as run_prepare
-    from rankpref.data.sequences import SequenceDataModule
-    from rankpref.data.splits import make_split
+    from rankpref.evaluation import parse_protocol
     from rankpref.io import write_json
     from rankpref.recommend import Recommender
     from rankpref.settings import set_threads
-    from rankpref.training import evaluate_model
+    from rankpref.training import eval_datamodule, evaluate_model
 
     if split not in ("valid", "test", "both"):
         raise RankprefError(f"--split must be valid, test or both, got {split!r}")
@@ -128,19 +126,10 @@ def evaluate(artifact: Path = typer.Option(..., help="artifact or run folder"),
         updates.append(f"eval.mask_history={str(mask_history).lower()}")
     if updates or set_:
         cfg = apply_overrides(cfg, updates + list(set_ or []))
-    from rankpref.evaluation import parse_protocol
-
     parse_protocol(cfg.eval.protocol)
     set_threads(cfg.train.threads)
-    ds = run_prepare(cfg.data, quiet=True)
-    if ds.vocab.items != rec.vocab.items:
-        raise RankprefError(f"{artifact}: the dataset's item vocabulary differs from the "
-                            "artifact's; it was trained on other data")
-    sp = make_split(ds.interactions, cfg.data.split, cfg.data.valid_fraction,
-                    cfg.data.test_fraction)
-    dm = SequenceDataModule(sp, ds.num_items, cfg.data.max_len,
-                            eval_batch_size=cfg.train.eval_batch_size)
-    result = {"dataset": ds.stats.get("dataset"), "model": cfg.model.name, "loss": cfg.model.loss,
+    dm = eval_datamodule(cfg, rec.vocab)
+    result = {"dataset": rec.metrics.get("dataset"), "model": cfg.model.name, "loss": cfg.model.loss,
               "split": cfg.data.split, "protocol": cfg.eval.protocol,
               "mask_history": cfg.eval.mask_history, "ks": cfg.eval.ks}
     for name in (["valid", "test"] if split == "both" else [split]):

@@ -18,7 +18,7 @@ from rankpref.config import ModelConfig, RunConfig
 from rankpref.data.datasets import PreparedDataset, prepare
 from rankpref.data.sequences import SequenceDataModule
 from rankpref.data.splits import make_split
-from rankpref.errors import ConfigError
+from rankpref.errors import ConfigError, RankprefError
 from rankpref.evaluation import MetricAccumulator, batch_ranks, evaluate, parse_protocol
 from rankpref.io import atomic_path
 from rankpref.losses import NEXT_ITEM_LOSSES
@@ -172,6 +172,19 @@ def evaluate_model(model: SASRec, datamodule: SequenceDataModule, cfg: RunConfig
     return out
 
 
+def eval_datamodule(cfg: RunConfig, vocab=None) -> SequenceDataModule:
+    """Prepare ``cfg``'s data and split for evaluation. With ``vocab`` (an artifact's), refuse
+    data whose item vocabulary differs: the weights would score the wrong items."""
+    dataset = prepare(cfg.data, quiet=True)
+    if vocab is not None and dataset.vocab.items != vocab.items:
+        raise RankprefError("the dataset's item vocabulary differs from the artifact's; it "
+                            "was trained on other data")
+    split = make_split(dataset.interactions, cfg.data.split, cfg.data.valid_fraction,
+                       cfg.data.test_fraction)
+    return SequenceDataModule(split, dataset.num_items, cfg.data.max_len,
+                              eval_batch_size=cfg.train.eval_batch_size)
+
+
 def fit(cfg: RunConfig, dataset: PreparedDataset | None = None) -> Path | None:
     """Train, keep the best valid epoch, evaluate valid and test, write the artifact.
 
@@ -226,7 +239,7 @@ def fit(cfg: RunConfig, dataset: PreparedDataset | None = None) -> Path | None:
         "split": cfg.data.split, "protocol": cfg.eval.protocol,
         "mask_history": cfg.eval.mask_history, "ks": list(cfg.eval.ks),
         "selected_on": f"valid {cfg.eval.monitor}", "best_epoch": best.best_epoch + 1,
-        "epochs_run": trainer.current_epoch if trainer.current_epoch else len(timer.seconds),
+        "epochs_run": trainer.current_epoch,
         "seconds_per_epoch": (sum(timer.seconds) / len(timer.seconds)) if timer.seconds else None,
         "train_seconds": round(train_seconds, 2),
         "eval_seconds": {"valid": round(test_started - eval_started, 3),

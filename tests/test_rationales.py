@@ -190,7 +190,6 @@ def test_gguf_that_is_not_gguf(tmp_path):
 
 
 def test_llama_cpp_missing_is_a_clear_error():
-    pytest.importorskip("rankpref")
     import importlib.util
     if importlib.util.find_spec("llama_cpp") is not None:
         pytest.skip("llama-cpp-python is installed here")

@@ -112,8 +112,8 @@ def template_rationale(history, chosen) -> str:
 
 
 def _pick_dtype(dtype: str) -> str:
-    """``auto``: bfloat16 on CPUs with native bf16 (1.5x faster generation, measured on
-    SmolLM2-135M here), float32 otherwise."""
+    """``auto``: bfloat16 on CPUs with native bf16 (faster: see the float32 and bfloat16 runs
+    in benchmarks/results/rationales.json), float32 otherwise."""
     if dtype != "auto":
         return dtype
     import torch

@@ -73,9 +73,6 @@ class RationaleStore:
     def close(self) -> None:
         self.conn.close()
 
-    def has(self, key: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM rationales WHERE key=?", (key,)).fetchone() is not None
-
     def existing(self, keys: list[str]) -> set[str]:
         found = set()
         for start in range(0, len(keys), 500):
@@ -87,14 +84,14 @@ class RationaleStore:
     def add(self, rows: list[dict], skips: list[dict] = ()) -> int:
         """Insert rows and skips in one transaction; returns how many rows were new."""
         now = time.time()
+        defaults = {"raw": None, "score": None, "method": "generate", "created": now}
+        values = [tuple({**defaults, **r}[c] for c in COLUMNS) for r in rows]
         with self.conn:  # BEGIN ... COMMIT (or ROLLBACK on error)
             self.conn.execute("BEGIN")
             before = self.conn.total_changes
             self.conn.executemany(
                 f"INSERT OR IGNORE INTO rationales ({','.join(COLUMNS)}) "
-                f"VALUES ({','.join('?' * len(COLUMNS))})",
-                [tuple(r.get(c, now if c == "created" else None) if c != "method"
-                       else r.get("method", "generate") for c in COLUMNS) for r in rows])
+                f"VALUES ({','.join('?' * len(COLUMNS))})", values)
             added = self.conn.total_changes - before
             self.conn.executemany(
                 "INSERT INTO skips (key, dataset, user_id, reason, created) VALUES (?,?,?,?,?)",
