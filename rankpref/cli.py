@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from rankpref.cli_common import friendly as _friendly
 from rankpref.errors import RankprefError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -18,23 +18,6 @@ CONFIG_OPT = typer.Option(None, "--config", "-c", help="YAML config (validated; 
                           "are errors)")
 SET_OPT = typer.Option(None, "--set", help="override a setting: key.path=value (repeatable)")
 DATA_OPT = typer.Option(None, "--data", help="dataset name: demo, beauty, ml-100k, sports, toys")
-
-
-def _friendly(fn):
-    """Turn rankpref's own errors into one line on stderr and exit status 2 (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except RankprefError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2)
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130)
-
-    return wrapper
 
 
 def _config(config: Optional[Path], data: Optional[str], sets: Optional[List[str]],
@@ -271,6 +254,17 @@ def rationales_export(data: str = typer.Option(..., help="dataset name"),
     with atomic_path(out) as tmp:
         table.write_parquet(tmp)
     typer.echo(f"wrote {table.height} rationales to {out}")
+
+
+# sub-commands that live in their own modules (each imports its heavy dependencies lazily)
+from rankpref.cli_index import index_app, serve  # noqa: E402
+from rankpref.cli_rank import rank_app  # noqa: E402
+from rankpref.cli_sesa import sesa_app  # noqa: E402
+
+app.add_typer(rank_app, name="rank")
+app.add_typer(sesa_app, name="sesa")
+app.add_typer(index_app, name="index")
+app.command("serve")(serve)
 
 
 def main() -> None:

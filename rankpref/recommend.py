@@ -42,6 +42,29 @@ class Recommender:
                                  f"{self.vocab.num_items:,} items")
         return [index[i] for i in item_ids]
 
+    @property
+    def item_ids(self) -> list[str]:
+        """External item ids, in the row order of :meth:`item_vectors`."""
+        return list(self.vocab.items[1:])
+
+    @torch.no_grad()
+    def item_vectors(self) -> np.ndarray:
+        """[num_items, dim] float32 item vectors (padding row dropped); score = user . item."""
+        return self.model.item_weights()[1:].detach().float().cpu().numpy().copy()
+
+    @torch.no_grad()
+    def user_vectors(self, histories: list[list[int]]) -> np.ndarray:
+        """[len(histories), dim] float32 user states after each history of item indices."""
+        if any(not h for h in histories):
+            raise RankprefError("a history is empty: give at least one item id")
+        max_len = self.cfg.data.max_len
+        cut = [h[-max_len:] for h in histories]
+        width = max(len(h) for h in cut)
+        batch = torch.zeros(len(cut), width, dtype=torch.long)
+        for row, h in enumerate(cut):
+            batch[row, width - len(h):] = torch.tensor(h)
+        return self.model.user_state(batch).float().cpu().numpy()
+
     @torch.no_grad()
     def recommend(self, history: list[int], k: int = 10, exclude_seen: bool = True):
         """Top-k (item_idx, score) after a history of item indices (chronological)."""
