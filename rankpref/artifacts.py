@@ -5,6 +5,8 @@
     vocab.json          index -> source id for users and items
     metrics.json        valid/test metrics with protocol, split and k
     items.parquet       the item table (titles etc.) when the dataset has one
+    rationales.parquet, rationale_vectors.safetensors
+                        PULSE only: the training rationales and their thought-space vectors
 
 Loading reads only safetensors, YAML (safe loader), JSON and parquet: it never runs code.
 """
@@ -27,7 +29,11 @@ ARTIFACT_FILES = ("model.safetensors", "config.yaml", "vocab.json", "metrics.jso
 
 
 def save_artifact(folder: str | Path, state_dict: dict, cfg: RunConfig, vocab: Vocabulary,
-                  metrics: dict, items: pl.DataFrame | None = None) -> Path:
+                  metrics: dict, items: pl.DataFrame | None = None, *,
+                  tables: dict[str, pl.DataFrame] | None = None,
+                  tensors: dict[str, dict] | None = None) -> Path:
+    """Write the artifact folder atomically. ``tables`` (name -> frame) become
+    ``<name>.parquet`` and ``tensors`` (name -> {key: tensor}) ``<name>.safetensors``."""
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
@@ -37,6 +43,11 @@ def save_artifact(folder: str | Path, state_dict: dict, cfg: RunConfig, vocab: V
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         if items is not None:
             items.write_parquet(tmp / "items.parquet")
+        for name, frame in (tables or {}).items():
+            frame.write_parquet(tmp / f"{name}.parquet")
+        for name, group in (tensors or {}).items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in group.items()},
+                      str(tmp / f"{name}.safetensors"))
     return folder
 
 

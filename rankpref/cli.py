@@ -58,6 +58,7 @@ def prepare(data: Optional[str] = DATA_OPT, config: Optional[Path] = CONFIG_OPT,
 @_friendly
 def fit(data: Optional[str] = DATA_OPT, config: Optional[Path] = CONFIG_OPT,
         set_: Optional[List[str]] = SET_OPT,
+        model: Optional[str] = typer.Option(None, "--model", help="sasrec (default) or pulse"),
         loss: Optional[str] = typer.Option(None, help="ce (default), bce or sampled_softmax"),
         out: Optional[Path] = typer.Option(None, "--out", help="run folder"),
         epochs: Optional[int] = typer.Option(None, help="maximum epochs")):
@@ -65,6 +66,8 @@ def fit(data: Optional[str] = DATA_OPT, config: Optional[Path] = CONFIG_OPT,
     from rankpref.training import fit as run_fit
 
     extra = []
+    if model is not None:
+        extra.append(f"model.name={model}")
     if loss is not None:
         extra.append(f"model.loss={loss}")
     if out is not None:
@@ -130,6 +133,14 @@ def recommend(artifact: Path = typer.Option(..., help="artifact or run folder"),
               items: Optional[str] = typer.Option(None, help="comma-separated item ids, oldest first"),
               k: int = typer.Option(10, min=1, max=1000),
               include_seen: bool = typer.Option(False, help="allow items already in the history"),
+              explain: int = typer.Option(0, min=0, max=20, help="PULSE: show this many "
+                                          "nearest training rationales per recommendation"),
+              rationale_backend: Optional[str] = typer.Option(
+                  None, help="PULSE: also write a fresh rationale for each recommendation "
+                  "with this backend (template, transformers, llama-cpp, openai)"),
+              rationale_model: Optional[str] = typer.Option(None, help="model for "
+                                                            "--rationale-backend"),
+              base_url: Optional[str] = typer.Option(None, help="openai backend URL"),
               as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Top-k next items for a known user or for a given list of item ids."""
     from rankpref.data.datasets import prepare as run_prepare
@@ -145,12 +156,28 @@ def recommend(artifact: Path = typer.Option(..., help="artifact or run folder"),
         history = rec.item_indices(ids)
     ranked = rec.recommend(history, k=k, exclude_seen=not include_seen)
     rows = rec.describe(ranked)
+    if explain:
+        for row, (idx, _) in zip(rows, ranked):
+            row["because"] = rec.explain(history, idx, explain)
+    if rationale_backend:
+        from rankpref.rationales.fresh import fresh_rationales
+
+        fresh = fresh_rationales(rec, history, [idx for idx, _ in ranked], rationale_backend,
+                                 model=rationale_model, base_url=base_url)
+        for row, text in zip(rows, fresh):
+            row["rationale"] = text
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
         title = f"  {row['title']}" if row["title"] else ""
         typer.echo(f"{row['rank']:>3}. {row['item_id']:<14} {row['score']:>8.3f}{title}")
+        if row.get("rationale"):
+            typer.echo(f"       why (generated): {row['rationale']}")
+        for near in row.get("because", []):
+            tag = "same item" if near["same_item"] else "nearest"
+            typer.echo(f"       because ({tag}, sim {near['similarity']:.2f}, user "
+                       f"{near['user_id']}): {near['rationale'][:160]}")
 
 
 rationales_app = typer.Typer(no_args_is_help=True,

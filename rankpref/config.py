@@ -34,10 +34,16 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.1, gt=0, lt=1)
     max_len: int = Field(50, ge=1)
     cache_dir: str = ".cache/rankpref"
+    cold_items: float = Field(0.0, ge=0, lt=1, description="fraction of items held out of "
+                              "training entirely (cold-start evaluation); 0 = none")
+    cold_seed: int = 0
+    train_user_fraction: float = Field(1.0, gt=0, le=1, description="train on the sequences "
+                                       "of this seeded fraction of users (all are evaluated)")
+    train_user_seed: int = 0
 
 
 class ModelConfig(_Strict):
-    name: Literal["sasrec"] = "sasrec"
+    name: Literal["sasrec", "pulse"] = "sasrec"
     hidden: int = Field(64, ge=2)
     blocks: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)
@@ -47,6 +53,28 @@ class ModelConfig(_Strict):
     scale_embeddings: bool = True
     loss: Literal["ce", "bce", "sampled_softmax"] = "ce"
     num_negatives: int = Field(100, ge=1, description="negatives for sampled_softmax")
+
+
+class PulseSettings(_Strict):
+    """PULSE: item text + ID, next-item CE (what) + rationale alignment (why)."""
+
+    text_model: str | None = Field(None, description="sentence-transformers model (local "
+                                   "path or hub name) for item texts and rationales; null = "
+                                   "the bundled all-MiniLM-L6-v2")
+    use_ids: bool = True
+    use_text: bool = True
+    id_dropout: float = Field(0.1, ge=0, lt=1)
+    rationales: str = Field("none", description="'none', 'template' (from item metadata), or "
+                            "a rationale file: .parquet (rankpref rationales export) or "
+                            ".sqlite (the generation cache)")
+    rationale_model: str | None = Field(None, description="use only rationales written by "
+                                        "this model (refused if the file has none)")
+    why_weight: float = Field(0.1, ge=0, description="lambda: weight of the why (InfoNCE) loss")
+    temperature: float = Field(0.1, gt=0)
+    thought_space: str | None = Field(None, description="trained thought space folder; "
+                                      "rationale vectors then pass through its rationale tower")
+    init_from: str | None = Field(None, description="artifact to continue from (cross-domain): "
+                                  "every weight whose name and shape match except the item IDs")
 
 
 class TrainerConfig(_Strict):
@@ -87,6 +115,7 @@ class RunConfig(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    pulse: PulseSettings = PulseSettings()
     output_dir: str | None = Field(None, description="run folder; default runs/<data>-<model>-<loss>")
 
     def run_dir(self) -> Path:

@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from rankpref.artifacts import load_artifact
+from rankpref.artifacts import load_artifact, resolve_artifact_dir
 from rankpref.errors import RankprefError, UnknownIdError
-from rankpref.training import build_model
+from rankpref.training import model_from_state
 
 
 @dataclass
@@ -20,17 +20,57 @@ class Recommender:
     vocab: object
     items: pl.DataFrame | None
     metrics: dict
+    explainer: object | None = None  # rankpref.pulse.Explainer for PULSE artifacts
 
     @classmethod
     def load(cls, path) -> "Recommender":
         state, cfg, vocab, metrics, items = load_artifact(path)
-        model = build_model(cfg.model, vocab.num_items, cfg.data.max_len)
+        model = model_from_state(cfg, vocab.num_items, state)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise RankprefError(f"{path}: weights do not match the config ({exc})") from None
         model.eval()
-        return cls(model, cfg, vocab, items, metrics)
+        explainer = None
+        if cfg.model.name == "pulse":
+            from rankpref.pulse import Explainer
+
+            explainer = Explainer.load(resolve_artifact_dir(path))
+        return cls(model, cfg, vocab, items, metrics, explainer)
+
+    def _batch(self, histories: list[list[int]]) -> torch.Tensor:
+        if any(not h for h in histories):
+            raise RankprefError("a history is empty: give at least one item id")
+        cut = [h[-self.cfg.data.max_len:] for h in histories]
+        width = max(len(h) for h in cut)
+        batch = torch.zeros(len(cut), width, dtype=torch.long)
+        for row, h in enumerate(cut):
+            batch[row, width - len(h):] = torch.tensor(h)
+        return batch
+
+    @torch.no_grad()
+    def explain(self, history: list[int], item_idx: int, k: int = 3) -> list[dict]:
+        """The ``k`` training rationales nearest (in the why space) to this user's reason
+        vector, preferring those written for the recommended item (PULSE artifacts only)."""
+        from rankpref.pulse import require_pulse
+
+        model = require_pulse(self.model)
+        if self.explainer is None:
+            raise RankprefError("this PULSE artifact was trained without rationales "
+                                "(pulse.rationales=none), so it has none to explain with")
+        reason = model.why_head(model.user_state(self._batch([history])))[0]
+        return self.explainer.nearest(reason, self.vocab.items[item_idx], k)
+
+    @torch.no_grad()
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Free-text queries -> vectors in the item space (PULSE artifacts: its text tower)."""
+        from rankpref.pulse import require_pulse, text_encoder
+
+        model = require_pulse(self.model)
+        if not model.cfg.use_text:
+            raise RankprefError("this PULSE artifact has no text tower (pulse.use_text=false)")
+        vectors = text_encoder(self.cfg, progress=False).encode(texts)
+        return model.text_query(torch.from_numpy(vectors)).numpy()
 
     def item_indices(self, item_ids: list[str]) -> list[int]:
         index = self.vocab.item_index()
@@ -55,15 +95,7 @@ class Recommender:
     @torch.no_grad()
     def user_vectors(self, histories: list[list[int]]) -> np.ndarray:
         """[len(histories), dim] float32 user states after each history of item indices."""
-        if any(not h for h in histories):
-            raise RankprefError("a history is empty: give at least one item id")
-        max_len = self.cfg.data.max_len
-        cut = [h[-max_len:] for h in histories]
-        width = max(len(h) for h in cut)
-        batch = torch.zeros(len(cut), width, dtype=torch.long)
-        for row, h in enumerate(cut):
-            batch[row, width - len(h):] = torch.tensor(h)
-        return self.model.user_state(batch).float().cpu().numpy()
+        return self.model.user_state(self._batch(histories)).float().cpu().numpy()
 
     @torch.no_grad()
     def recommend(self, history: list[int], k: int = 10, exclude_seen: bool = True):

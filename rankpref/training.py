@@ -8,20 +8,24 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from safetensors.torch import load_file, save_file
 
-from rankpref.config import ModelConfig, RunConfig
+from rankpref.config import DataConfig, ModelConfig, PulseSettings, RunConfig
 from rankpref.data.datasets import PreparedDataset, prepare
 from rankpref.data.sequences import SequenceDataModule
-from rankpref.data.splits import make_split
+from rankpref.data.splits import (hold_out_items, make_split, sample_items,
+                                  subsample_train_users)
 from rankpref.errors import ConfigError, RankprefError
 from rankpref.evaluation import MetricAccumulator, batch_ranks, evaluate, parse_protocol
 from rankpref.io import atomic_path
 from rankpref.losses import NEXT_ITEM_LOSSES
+from rankpref.losses.contrastive import info_nce
+from rankpref.models.pulse import Pulse, PulseConfig
 from rankpref.models.sasrec import SASRec, SASRecConfig
 from rankpref.settings import set_threads
 
@@ -44,19 +48,55 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
 
 
-def build_model(cfg: ModelConfig, num_items: int, max_len: int) -> SASRec:
-    if cfg.name != "sasrec":
-        raise ConfigError(f"model.name: unknown model {cfg.name!r}")
-    return SASRec(SASRecConfig(num_items=num_items, max_len=max_len, hidden=cfg.hidden,
-                               blocks=cfg.blocks, heads=cfg.heads, dropout=cfg.dropout,
-                               ffn_multiplier=cfg.ffn_multiplier, norm=cfg.norm,
-                               scale_embeddings=cfg.scale_embeddings))
+def build_model(cfg: ModelConfig, num_items: int, max_len: int, *,
+                pulse: PulseSettings | None = None, text_dim: int = 384,
+                why_dim: int = 384) -> SASRec:
+    """SASRec, or PULSE (``cfg.name == "pulse"``, settings from ``pulse``)."""
+    common = dict(num_items=num_items, max_len=max_len, hidden=cfg.hidden, blocks=cfg.blocks,
+                  heads=cfg.heads, dropout=cfg.dropout, ffn_multiplier=cfg.ffn_multiplier,
+                  norm=cfg.norm, scale_embeddings=cfg.scale_embeddings)
+    if cfg.name == "sasrec":
+        return SASRec(SASRecConfig(**common))
+    if cfg.name == "pulse":
+        pulse = pulse or PulseSettings()
+        return Pulse(PulseConfig(**common, text_dim=text_dim, why_dim=why_dim,
+                                 use_ids=pulse.use_ids, use_text=pulse.use_text,
+                                 id_dropout=pulse.id_dropout))
+    raise ConfigError(f"model.name: unknown model {cfg.name!r}")
+
+
+def model_from_state(cfg: RunConfig, num_items: int, state: dict) -> SASRec:
+    """Build ``cfg``'s model with the text/why dimensions of saved weights ``state``."""
+    dims = {}
+    if cfg.model.name == "pulse":
+        if "item_text" not in state or "why_head.2.weight" not in state:
+            raise RankprefError("the weights are not a PULSE model's (no item_text/why_head)")
+        dims = {"text_dim": state["item_text"].shape[1],
+                "why_dim": state["why_head.2.weight"].shape[0]}
+    return build_model(cfg.model, num_items, cfg.data.max_len, pulse=cfg.pulse, **dims)
+
+
+def training_split(dataset: PreparedDataset, data: DataConfig):
+    """The split a run trains on: the protocol's split, then the cold-start item hold-out and
+    the training-user fraction of ``data``. Returns (split, cold item indices)."""
+    split = make_split(dataset.interactions, data.split, data.valid_fraction, data.test_fraction)
+    cold = np.zeros(0, dtype=np.int64)
+    if data.cold_items > 0:
+        cold = sample_items(dataset.num_items, data.cold_items, data.cold_seed)
+        split = hold_out_items(split, cold)
+    split = subsample_train_users(split, data.train_user_fraction, data.train_user_seed)
+    return split, cold
 
 
 class NextItemModule(L.LightningModule):
     """Trains a sequence encoder on every target position at once; validates by full ranking."""
 
-    def __init__(self, model: SASRec, cfg: RunConfig):
+    def __init__(self, model: SASRec, cfg: RunConfig, *, cold_items: torch.Tensor | None = None,
+                 rationale_vectors: torch.Tensor | None = None,
+                 owner_rationale: torch.Tensor | None = None):
+        """``cold_items``: item indices left out of the training softmax. PULSE's why loss
+        needs ``rationale_vectors`` [R, d] and ``owner_rationale`` [training users] (row of
+        ``rationale_vectors`` for each training user, -1 = none)."""
         super().__init__()
         self.model = model
         self.cfg = cfg
@@ -64,20 +104,45 @@ class NextItemModule(L.LightningModule):
         self.num_items = model.cfg.num_items
         self.sampled = parse_protocol(cfg.eval.protocol)
         self._acc: MetricAccumulator | None = None
+        exclude = None
+        if cold_items is not None and len(cold_items):
+            exclude = torch.zeros(self.num_items + 1, dtype=torch.bool)
+            exclude[cold_items] = True
+        self.register_buffer("exclude", exclude, persistent=False)
+        self.register_buffer("rationale_vectors", rationale_vectors, persistent=False)
+        self.register_buffer("owner_rationale", owner_rationale, persistent=False)
+        self.why_weight = cfg.pulse.why_weight if isinstance(model, Pulse) else 0.0
+
+    def _why_loss(self, states: torch.Tensor, owners: torch.Tensor) -> torch.Tensor | None:
+        """InfoNCE between the final state of each user's last window and its rationale."""
+        mine = owners >= 0
+        rows = torch.full_like(owners, -1)
+        rows[mine] = self.owner_rationale[owners[mine]]
+        sel = rows >= 0
+        if int(sel.sum()) < 2:
+            return None
+        return info_nce(self.model.why_head(states[sel, -1]), self.rationale_vectors[rows[sel]],
+                        temperature=self.cfg.pulse.temperature, key_ids=rows[sel])
 
     def training_step(self, batch, batch_idx):
-        states = self.model(batch["inputs"])
-        keep = batch["targets"] != 0
-        states, targets = states[keep], batch["targets"][keep]
         weights = self.model.item_weights()
+        all_states = self.model(batch["inputs"], weights)
+        keep = batch["targets"] != 0
+        states, targets = all_states[keep], batch["targets"][keep]
         loss_fn = NEXT_ITEM_LOSSES[self.loss_name]
         if self.loss_name == "ce":
-            loss = loss_fn(states, weights, targets)
+            loss = loss_fn(states, weights, targets, exclude=self.exclude)
         else:
             n = 1 if self.loss_name == "bce" else self.cfg.model.num_negatives
             negatives = torch.randint(1, self.num_items + 1, (len(targets), n),
                                       device=targets.device)
             loss = loss_fn(states, weights, targets, negatives)
+        if self.why_weight > 0 and self.rationale_vectors is not None and "owners" in batch:
+            why = self._why_loss(all_states, batch["owners"])
+            if why is not None:
+                self.log("train/why_loss", why, on_step=False, on_epoch=True,
+                         batch_size=len(targets), sync_dist=True)
+                loss = loss + self.why_weight * why
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(targets), sync_dist=True)
         return loss
@@ -179,10 +244,30 @@ def eval_datamodule(cfg: RunConfig, vocab=None) -> SequenceDataModule:
     if vocab is not None and dataset.vocab.items != vocab.items:
         raise RankprefError("the dataset's item vocabulary differs from the artifact's; it "
                             "was trained on other data")
-    split = make_split(dataset.interactions, cfg.data.split, cfg.data.valid_fraction,
-                       cfg.data.test_fraction)
+    split, _ = training_split(dataset, cfg.data)
     return SequenceDataModule(split, dataset.num_items, cfg.data.max_len,
                               eval_batch_size=cfg.train.eval_batch_size)
+
+
+def cold_start_metrics(model: SASRec, dm: SequenceDataModule, cfg: RunConfig,
+                       cold: np.ndarray) -> dict:
+    """Test metrics on the events whose target is a cold-start (held-out) item."""
+    from rankpref.data.sequences import EvalSet, collate_eval
+    from rankpref.data.splits import EvalExamples
+
+    test = dm.split.test
+    rows = np.flatnonzero(np.isin(test.targets, cold))
+    subset = EvalExamples(test.users[rows], [test.histories[i] for i in rows], test.targets[rows])
+    out = {"items_held_out": len(cold), "test_events": len(rows)}
+    if len(rows):
+        loader = torch.utils.data.DataLoader(EvalSet(subset, cfg.data.max_len),
+                                             batch_size=cfg.train.eval_batch_size,
+                                             collate_fn=collate_eval)
+        model.eval()
+        out["test"] = evaluate(lambda b: model.score_all(b["inputs"]), loader, ks=cfg.eval.ks,
+                               mask_history=cfg.eval.mask_history, protocol=cfg.eval.protocol,
+                               seed=cfg.eval.seed)
+    return out
 
 
 def fit(cfg: RunConfig, dataset: PreparedDataset | None = None) -> Path | None:
@@ -195,12 +280,17 @@ def fit(cfg: RunConfig, dataset: PreparedDataset | None = None) -> Path | None:
     _quiet_lightning()
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     dataset = dataset or prepare(cfg.data)
-    split = make_split(dataset.interactions, cfg.data.split, cfg.data.valid_fraction,
-                       cfg.data.test_fraction)
+    split, cold = training_split(dataset, cfg.data)
     dm = SequenceDataModule(split, dataset.num_items, cfg.data.max_len, cfg.train.batch_size,
                             cfg.train.eval_batch_size, cfg.train.num_workers, cfg.train.seed)
-    model = build_model(cfg.model, dataset.num_items, cfg.data.max_len)
-    module = NextItemModule(model, cfg)
+    extras, pulse_info, module_inputs = {}, {}, {}
+    if cfg.model.name == "pulse":
+        from rankpref.pulse import setup_pulse
+
+        model, module_inputs, extras, pulse_info = setup_pulse(cfg, dataset, split, cold)
+    else:
+        model = build_model(cfg.model, dataset.num_items, cfg.data.max_len)
+    module = NextItemModule(model, cfg, cold_items=torch.as_tensor(cold), **module_inputs)
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoints"
@@ -247,8 +337,12 @@ def fit(cfg: RunConfig, dataset: PreparedDataset | None = None) -> Path | None:
         "threads": cfg.train.threads,
         "valid": valid, "test": test, "data": dataset.stats, "split_stats": split.stats(),
     }
+    if len(cold):
+        metrics["cold_start"] = cold_start_metrics(model, dm, cfg, cold)
+    if pulse_info:
+        metrics["pulse"] = pulse_info
     from rankpref.artifacts import save_artifact
 
     out = save_artifact(run_dir / "model", model.state_dict(), cfg, dataset.vocab, metrics,
-                        dataset.items)
+                        dataset.items, **extras)
     return out

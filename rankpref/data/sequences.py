@@ -36,15 +36,24 @@ def training_windows(seq: np.ndarray, max_len: int) -> list[tuple[np.ndarray, np
 
 
 class TrainWindows(Dataset):
+    """All training windows. ``owners[i]`` is the position (in ``sequences``) of the user whose
+    *last* window ``i`` is, else -1: the final state of such a window predicts that user's last
+    training item (the choice a rationale explains, see :mod:`rankpref.rationales.generate`)."""
+
     def __init__(self, sequences: list[np.ndarray], max_len: int):
-        self.windows = [w for seq in sequences for w in training_windows(seq, max_len)]
+        self.windows, owners = [], []
+        for pos, seq in enumerate(sequences):
+            cut = training_windows(seq, max_len)
+            self.windows.extend(cut)
+            owners.extend([-1] * (len(cut) - 1) + [pos] * bool(cut))
+        self.owners = np.array(owners, dtype=np.int64)
         self.lengths = np.array([len(w[0]) for w in self.windows], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def __getitem__(self, i):
-        return self.windows[i]
+        return (*self.windows[i], int(self.owners[i]))
 
 
 def _left_pad(arrays: list[np.ndarray], length: int) -> torch.Tensor:
@@ -56,9 +65,13 @@ def _left_pad(arrays: list[np.ndarray], length: int) -> torch.Tensor:
 
 
 def collate_train(batch) -> dict[str, torch.Tensor]:
-    length = max(len(inputs) for inputs, _ in batch)
-    return {"inputs": _left_pad([b[0] for b in batch], length),
-            "targets": _left_pad([b[1] for b in batch], length)}
+    """``(inputs, targets[, owner])`` windows -> left-padded tensors (and owners, -1 = none)."""
+    length = max(len(b[0]) for b in batch)
+    out = {"inputs": _left_pad([b[0] for b in batch], length),
+           "targets": _left_pad([b[1] for b in batch], length)}
+    if len(batch[0]) > 2:
+        out["owners"] = torch.tensor([b[2] for b in batch], dtype=torch.int64)
+    return out
 
 
 class BucketBatchSampler(Sampler):

@@ -137,3 +137,50 @@ def make_split(frame: pl.DataFrame, protocol: str, valid_fraction: float = 0.1,
     if protocol == "temporal":
         return temporal(frame, valid_fraction, test_fraction)
     raise DataError(f"unknown split {protocol!r}; use leave_one_out or temporal", field="data.split")
+
+
+def hold_out_items(split: Split, items: np.ndarray) -> Split:
+    """Remove ``items`` from training entirely (cold-start items): they are dropped from the
+    training sequences and from the valid/test histories; valid/test *targets* keep them, so a
+    model is asked to rank items it never saw in training. Sequences left shorter than 2 items
+    (no training target) are dropped."""
+    cold = np.asarray(items, dtype=np.int64)
+
+    def keep(seq: np.ndarray) -> np.ndarray:
+        return seq[~np.isin(seq, cold)]
+
+    users, seqs = [], []
+    for user, seq in zip(split.train_users, split.train_sequences):
+        kept = keep(seq)
+        if len(kept) >= 2:
+            users.append(user)
+            seqs.append(kept)
+
+    def examples(ex: EvalExamples) -> EvalExamples:
+        return EvalExamples(ex.users.copy(), [keep(h) for h in ex.histories], ex.targets.copy())
+
+    return Split(np.asarray(users, dtype=np.int64), seqs, examples(split.valid),
+                 examples(split.test), split.protocol, split.train_only_users)
+
+
+def sample_items(num_items: int, fraction: float, seed: int) -> np.ndarray:
+    """A seeded random ``fraction`` of the item indices 1..num_items (sorted)."""
+    if not 0 < fraction < 1:
+        raise DataError(f"hold-out item fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    n = max(1, round(num_items * fraction))
+    return np.sort(rng.choice(np.arange(1, num_items + 1), size=n, replace=False))
+
+
+def subsample_train_users(split: Split, fraction: float, seed: int) -> Split:
+    """Keep the training sequences of a seeded random ``fraction`` of the training users
+    (valid/test are untouched: every user is still evaluated from their history)."""
+    if not 0 < fraction <= 1:
+        raise DataError(f"train user fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return split
+    rng = np.random.default_rng(seed)
+    n = max(1, round(len(split.train_users) * fraction))
+    keep = np.sort(rng.choice(len(split.train_users), size=n, replace=False))
+    return Split(split.train_users[keep], [split.train_sequences[i] for i in keep],
+                 split.valid, split.test, split.protocol, split.train_only_users)

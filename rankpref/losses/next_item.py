@@ -11,10 +11,15 @@ import torch.nn.functional as F
 
 
 def full_cross_entropy(states: torch.Tensor, item_weights: torch.Tensor,
-                       targets: torch.Tensor) -> torch.Tensor:
-    """Softmax cross-entropy over the whole catalogue (the padding item is excluded)."""
+                       targets: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax cross-entropy over the whole catalogue (the padding item is excluded).
+
+    ``exclude`` [num_items + 1] bool: items left out of the softmax (e.g. cold-start items
+    held out of training, which "do not exist yet")."""
     logits = states @ item_weights.T
     logits[:, 0] = float("-inf")
+    if exclude is not None:
+        logits = logits.masked_fill(exclude, float("-inf"))
     return F.cross_entropy(logits, targets)
 
 

@@ -90,15 +90,19 @@ class SASRec(nn.Module):
                 with torch.no_grad():
                     module.weight[module.padding_idx].zero_()
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """[batch, T] left-padded item indices -> [batch, T, hidden] states."""
-        b, t = inputs.shape
+    def forward(self, inputs: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """[batch, T] left-padded item indices -> [batch, T, hidden] states.
+
+        ``table`` is the item table to embed the inputs with (default :meth:`item_weights`);
+        a training step passes the one it also scores with, so both agree."""
+        _, t = inputs.shape
         if t > self.cfg.max_len:
             inputs = inputs[:, -self.cfg.max_len:]
             t = self.cfg.max_len
         positions = torch.arange(self.cfg.max_len - t, self.cfg.max_len, device=inputs.device)
         scale = math.sqrt(self.cfg.hidden) if self.cfg.scale_embeddings else 1.0
-        x = self.item_emb(inputs) * scale + self.pos_emb(positions)
+        table = self.item_weights() if table is None else table
+        x = F.embedding(inputs, table) * scale + self.pos_emb(positions)
         if self.cfg.norm == "post":
             x = self.final_norm(x)
         x = self.emb_dropout(x)

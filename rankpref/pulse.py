@@ -1,0 +1,178 @@
+"""PULSE glue: the inputs a PULSE run needs (item text vectors, rationale vectors, transferred
+weights) and explanations of its recommendations by the nearest training rationales."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from rankpref.config import RunConfig
+from rankpref.data.datasets import PreparedDataset
+from rankpref.data.splits import Split
+from rankpref.errors import ConfigError, DataError, RankprefError
+from rankpref.models.pulse import Pulse
+from rankpref.text import TextEncoder, item_texts
+
+log = logging.getLogger(__name__)
+
+# weights that belong to one catalogue and never transfer to another
+ITEM_WEIGHTS = ("item_emb.weight", "item_text", "id_known")
+
+
+def text_encoder(cfg: RunConfig, progress: bool = True) -> TextEncoder:
+    return TextEncoder(cfg.pulse.text_model, cache_dir=Path(cfg.data.cache_dir) / "embeddings",
+                       progress=progress)
+
+
+def item_text_vectors(dataset: PreparedDataset, encoder: TextEncoder) -> tuple[np.ndarray, int]:
+    """[num_items + 1, d] unit text vectors (row 0 and items without text: zeros), and how many
+    items had no text."""
+    texts = [""] * (dataset.num_items + 1)
+    if dataset.items is not None:
+        for idx, text in zip(dataset.items["item_idx"].to_list(), item_texts(dataset.items)):
+            texts[idx] = text
+    present = [i for i in range(1, len(texts)) if texts[i].strip()]
+    vectors = np.zeros((len(texts), encoder.dimension), dtype=np.float32)
+    if present:
+        vectors[present] = encoder.encode([texts[i] for i in present])
+    return vectors, dataset.num_items - len(present)
+
+
+def transfer_weights(model: Pulse, artifact: str | Path) -> list[str]:
+    """Copy every weight of ``artifact`` whose name and shape match, except the item IDs and
+    item texts (another catalogue). Returns the names copied."""
+    from rankpref.artifacts import load_artifact
+
+    state, _, _, _, _ = load_artifact(artifact)
+    own = model.state_dict()
+    copied, mismatched = [], []
+    for name, value in state.items():
+        if name in ITEM_WEIGHTS or name not in own:
+            continue
+        if own[name].shape != value.shape:
+            mismatched.append(f"{name} {tuple(value.shape)} vs {tuple(own[name].shape)}")
+            continue
+        own[name] = value
+        copied.append(name)
+    if mismatched:
+        raise ConfigError(f"pulse.init_from={artifact}: weights of other shapes ("
+                          f"{'; '.join(mismatched[:3])}); use the same model settings")
+    if not copied:
+        raise ConfigError(f"pulse.init_from={artifact}: no weight to transfer")
+    model.load_state_dict(own)
+    return copied
+
+
+def setup_pulse(cfg: RunConfig, dataset: PreparedDataset, split: Split, cold: np.ndarray):
+    """(model, NextItemModule inputs, artifact extras, info for metrics.json)."""
+    from rankpref.rationales.signal import rationale_signal
+    from rankpref.training import build_model
+
+    p = cfg.pulse
+    encoder = text_encoder(cfg, progress=cfg.train.progress)
+    info: dict = {"text_model": encoder.model_id, "use_ids": p.use_ids, "use_text": p.use_text,
+                  "id_dropout": p.id_dropout, "why_weight": p.why_weight,
+                  "temperature": p.temperature}
+    vectors, no_text = item_text_vectors(dataset, encoder)
+    info["items_without_text"] = no_text
+    if p.use_text and no_text == dataset.num_items:
+        raise DataError(f"no item of {dataset.stats.get('dataset')!r} has text (title, brand, "
+                        "categories or description); set pulse.use_text=false or give an "
+                        "item table (data.items_path)")
+    if no_text:
+        log.warning("%d of %d items have no text; they are represented by their ID alone",
+                    no_text, dataset.num_items)
+    if len(cold):
+        info["cold_items_without_text"] = int(sum(not vectors[i].any() for i in cold))
+
+    signal = rationale_signal(p.rationales, dataset.stats.get("dataset") or "data", dataset,
+                              split, model=p.rationale_model)
+    why_vectors, why_dim = None, encoder.dimension
+    space = None
+    if p.thought_space:
+        from rankpref.models.thought_space import load_thought_space
+
+        space = load_thought_space(p.thought_space)
+        why_dim = space.cfg.dim
+    if signal is not None:
+        why_vectors = torch.from_numpy(encoder.encode(signal.texts))
+        if space is not None:
+            with torch.no_grad():
+                why_vectors = space.rationale(why_vectors)
+        info["rationales"] = signal.counts
+    elif p.why_weight > 0:
+        info["rationales"] = {"source": "none"}
+
+    model = build_model(cfg.model, dataset.num_items, cfg.data.max_len, pulse=p,
+                        text_dim=encoder.dimension, why_dim=why_dim)
+    model.set_item_text(torch.from_numpy(vectors))
+    if len(cold):
+        model.set_unknown_items(torch.as_tensor(cold))
+    if p.init_from:
+        info["init_from"] = {"artifact": str(p.init_from),
+                             "weights_copied": len(transfer_weights(model, p.init_from))}
+    module_inputs, extras = {}, {}
+    if signal is not None:
+        module_inputs = {"rationale_vectors": why_vectors.float(),
+                         "owner_rationale": torch.from_numpy(signal.owner_text)}
+        text_row = {t: i for i, t in enumerate(signal.texts)}
+        table = signal.table.with_columns(
+            pl.Series("vector_row", [text_row[t] for t in signal.table["rationale"]]))
+        extras = {"tables": {"rationales": table},
+                  "tensors": {"rationale_vectors": {"vectors": why_vectors.float()}}}
+    return model, module_inputs, extras, info
+
+
+class Explainer:
+    """Nearest training rationales, in the why space, of a user's reason vector."""
+
+    def __init__(self, table: pl.DataFrame, vectors: torch.Tensor):
+        self.table = table
+        self.vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
+        rows = np.array(table["vector_row"].to_numpy(), dtype=np.int64)
+        self.row_vectors = self.vectors[torch.from_numpy(rows)]
+        self.by_item: dict[str, np.ndarray] = {}
+        for i, item in enumerate(table["chosen_item"].to_list()):
+            self.by_item.setdefault(item, []).append(i)
+        self.by_item = {k: np.asarray(v) for k, v in self.by_item.items()}
+
+    @classmethod
+    def load(cls, folder: Path) -> Explainer | None:
+        from safetensors.torch import load_file
+
+        table, tensors = folder / "rationales.parquet", folder / "rationale_vectors.safetensors"
+        if not (table.exists() and tensors.exists()):
+            return None
+        return cls(pl.read_parquet(table), load_file(str(tensors))["vectors"])
+
+    def nearest(self, reason: torch.Tensor, item_id: str, k: int = 3) -> list[dict]:
+        """Up to ``k`` rationales: first those written for ``item_id`` (same choice), most
+        similar first; then, if fewer, the most similar of all (``same_item`` False)."""
+        sims = self.row_vectors @ torch.nn.functional.normalize(reason.float(), dim=-1)
+        picked: list[tuple[int, bool]] = []
+        same = self.by_item.get(item_id)
+        if same is not None:
+            order = same[np.argsort(-sims[same].numpy(), kind="stable")]
+            picked = [(int(i), True) for i in order[:k]]
+        if len(picked) < k:
+            taken = {i for i, _ in picked}
+            for i in torch.argsort(sims, descending=True, stable=True).tolist():
+                if len(picked) >= k:
+                    break
+                if i not in taken:
+                    picked.append((i, False))
+        rows = self.table
+        return [{"user_id": rows["user_id"][i], "chosen_item": rows["chosen_item"][i],
+                 "rationale": rows["rationale"][i], "similarity": round(float(sims[i]), 4),
+                 "same_item": same_item} for i, same_item in picked]
+
+
+def require_pulse(model) -> Pulse:
+    if not isinstance(model, Pulse):
+        raise RankprefError("explanations need a PULSE artifact (model.name=pulse); this one "
+                            f"is {type(model).__name__}")
+    return model
