@@ -1,0 +1,46 @@
+"""An MLP that scores items from their feature vectors (for listwise ranking)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+@dataclass
+class ScorerConfig:
+    input_dim: int
+    hidden: list[int] = field(default_factory=lambda: [256])
+    dropout: float = 0.1
+    activation: str = "gelu"
+
+    def __post_init__(self):
+        if self.input_dim < 1:
+            raise ValueError(f"input_dim must be >= 1, got {self.input_dim}")
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden sizes must be >= 1, got {self.hidden}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(_ACTIVATIONS)}")
+
+
+class MLPScorer(nn.Module):
+    """``[..., input_dim] -> [...]``: one real score per item (no hidden layer = linear)."""
+
+    def __init__(self, cfg: ScorerConfig):
+        super().__init__()
+        self.cfg = cfg
+        layers: list[nn.Module] = []
+        width = cfg.input_dim
+        for h in cfg.hidden:
+            layers += [nn.Linear(width, h), _ACTIVATIONS[cfg.activation](), nn.Dropout(cfg.dropout)]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
