@@ -2,6 +2,117 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import List, Optional
+
 import typer
 
+from rankpref.cli_common import friendly
+
 rank_app = typer.Typer(no_args_is_help=True, help="Rank items by subjective ratings.")
+
+
+
+def _print_split(name: str, metrics: dict) -> None:
+    typer.echo(f"{name} ({metrics.get('items', '?')} items)")
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            typer.echo(f"  {key:<18} {value:.4f}")
+
+
+@rank_app.command("fit")
+@friendly
+def fit(data: Optional[str] = typer.Option(None, help="emobank, wine-red, wine-white, "
+                                           "*-slice, or a CSV/TSV/parquet path"),
+        target: Optional[str] = typer.Option(None, help="label column (EmoBank: V, A or D)"),
+        loss: Optional[str] = typer.Option(None, help="ranklist (default), ranknet, listnet, "
+                                           "listmle, approxndcg, lambdaloss"),
+        text_column: Optional[str] = typer.Option(None, help="encode this text column"),
+        feature_columns: Optional[str] = typer.Option(None, help="comma-separated numeric "
+                                                      "feature columns"),
+        embeddings: Optional[Path] = typer.Option(None, help=".npy/.parquet features, one "
+                                                  "row per table row"),
+        margin: Optional[float] = typer.Option(None, help="W: list sampling and RankList "
+                                               "pair margin"),
+        list_size: Optional[int] = typer.Option(None, help="items per training list"),
+        epochs: Optional[int] = typer.Option(None, help="maximum epochs"),
+        seed: Optional[int] = typer.Option(None),
+        out: Optional[Path] = typer.Option(None, "--out", help="run folder (artifact in "
+                                           "<out>/model)"),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config"),
+        set_: Optional[List[str]] = typer.Option(None, "--set", help="key.path=value")):
+    """Train a scorer on a rated pool, keep the best dev epoch, write an artifact."""
+    from rankpref.ranking import fit as run_fit
+    from rankpref.ranking import load_rank_config
+
+    overrides = []
+    pairs = [("data.name", data), ("data.target", target), ("loss.name", loss),
+             ("data.text_column", text_column), ("data.embeddings", embeddings),
+             ("lists.list_size", list_size), ("train.epochs", epochs), ("train.seed", seed),
+             ("output_dir", out), ("lists.margin", margin), ("loss.margin", margin)]
+    for key, value in pairs:
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(str(value)) if isinstance(value, (str, Path)) else value}")
+    if feature_columns is not None:
+        cols = [c.strip() for c in feature_columns.split(",") if c.strip()]
+        overrides.append(f"data.feature_columns={json.dumps(cols)}")
+    cfg = load_rank_config(config, overrides + list(set_ or []))
+    folder, metrics = run_fit(cfg)
+    typer.echo(f"{metrics['dataset']} ({metrics['source']}), target {metrics['target']}, "
+               f"loss {metrics['loss']}: best epoch {metrics['best_epoch']} of "
+               f"{metrics['epochs_run']}, {metrics['train_seconds']:.1f} s")
+    _print_split("dev", metrics["dev"])
+    _print_split("test", metrics["test"])
+    typer.echo(f"artifact: {folder}")
+
+
+@rank_app.command("evaluate")
+@friendly
+def evaluate(artifact: Path = typer.Option(..., help="artifact or run folder"),
+             split: str = typer.Option("test", help="dev, test or both"),
+             margin: Optional[List[float]] = typer.Option(None, help="ranking accuracy at this "
+                                                          "label margin (repeatable)"),
+             output: Optional[Path] = typer.Option(None, help="also write the JSON here")):
+    """Score a split of the artifact's data: Kendall tau-b, Spearman, accuracy@W, NDCG@k."""
+    from rankpref.errors import RankprefError
+    from rankpref.io import write_json
+    from rankpref.ranking import evaluate_artifact
+
+    if split not in ("dev", "test", "both"):
+        raise RankprefError(f"--split must be dev, test or both, got {split!r}")
+    splits = ("dev", "test") if split == "both" else (split,)
+    result = evaluate_artifact(artifact, splits, margins=list(margin) if margin else None)
+    for name in splits:
+        _print_split(name, result[name])
+    if output:
+        write_json(output, result)
+
+
+@rank_app.command("predict")
+@friendly
+def predict(artifact: Path = typer.Option(..., help="artifact or run folder"),
+            items: Path = typer.Option(..., help="CSV/TSV/parquet of items (the text or "
+                                       "feature columns the model was trained on)"),
+            embeddings: Optional[Path] = typer.Option(None, help="features for models trained "
+                                                      "on embeddings"),
+            output: Optional[Path] = typer.Option(None, help="write all rows (.csv or .json)"),
+            top: int = typer.Option(10, min=0, help="print this many best items")):
+    """Score a file of items and order them, best first."""
+    from rankpref.errors import RankprefError
+    from rankpref.io import atomic_path, write_json
+    from rankpref.ranking import predict_table
+
+    table = predict_table(artifact, items, embeddings)
+    if output is not None:
+        if output.suffix == ".json":
+            write_json(output, table.to_dicts())
+        elif output.suffix == ".csv":
+            with atomic_path(output) as tmp:
+                table.write_csv(tmp)
+        else:
+            raise RankprefError(f"{output}: --output must end in .csv or .json")
+    for row in table.head(top).iter_rows(named=True):
+        typer.echo(f"{row['rank']:>4}. {row['id']:<24} {row['score']:>9.4f}")
+    if output is not None:
+        typer.echo(f"wrote {table.height} scored items to {output}")
