@@ -250,6 +250,107 @@ def rationales_generate(
     typer.echo(json.dumps(out, indent=2))
 
 
+@rationales_app.command("thought-space")
+@_friendly
+def rationales_thought_space(
+        data: Optional[str] = DATA_OPT, config: Optional[Path] = CONFIG_OPT,
+        set_: Optional[List[str]] = SET_OPT,
+        rationales: str = typer.Option("template", help="'template' or a rationale file "
+                                       "(.parquet export or .sqlite cache)"),
+        rationale_model: Optional[str] = typer.Option(None, help="only rationales by this model"),
+        out: Path = typer.Option(..., "--out", help="folder to write the thought space to"),
+        dim: int = typer.Option(128, min=2), temperature: float = typer.Option(0.05, min=1e-4),
+        negatives: int = typer.Option(10, min=0, help="sampled negatives per pair"),
+        epochs: int = typer.Option(30, min=1), batch_size: int = typer.Option(128, min=2),
+        lr: float = typer.Option(1e-3), seed: int = typer.Option(0),
+        backbone: Optional[str] = typer.Option(None, help="sentence-transformers model "
+                                               "(default: bundled all-MiniLM-L6-v2)"),
+        finetune_backbone: bool = typer.Option(False, help="also train the backbone")):
+    """Train the thought space: behaviour and rationale towers aligned by InfoNCE."""
+    from rankpref.data.datasets import prepare as run_prepare
+    from rankpref.models.thought_space import ThoughtSpaceConfig
+    from rankpref.rationales.signal import rationale_signal
+    from rankpref.settings import set_threads
+    from rankpref.thought import fit_thought_space, thought_pairs
+    from rankpref.training import training_split
+
+    cfg = _config(config, data, set_)
+    set_threads(cfg.train.threads)
+    ds = run_prepare(cfg.data, quiet=True)
+    split, _ = training_split(ds, cfg.data)
+    name = cfg.data.name or Path(cfg.data.path).stem
+    signal = rationale_signal(rationales, name, ds, split, model=rationale_model)
+    pairs = thought_pairs(ds, split, signal.table)
+    space_cfg = ThoughtSpaceConfig(dim=dim, temperature=temperature, negatives=negatives,
+                                   backbone=backbone, finetune_backbone=finetune_backbone)
+    metrics = fit_thought_space(pairs, space_cfg, out, epochs=epochs, batch_size=batch_size,
+                                lr=lr, seed=seed, cache_dir=Path(cfg.data.cache_dir) / "embeddings",
+                                progress=cfg.train.progress,
+                                extra_metrics={"dataset": name, "rationales": signal.counts})
+    metrics.pop("history", None)
+    typer.echo(json.dumps(metrics, indent=2))
+    typer.echo(f"thought space: {out}")
+
+
+@rationales_app.command("refine")
+@_friendly
+def rationales_refine(
+        data: Optional[str] = DATA_OPT, config: Optional[Path] = CONFIG_OPT,
+        set_: Optional[List[str]] = SET_OPT,
+        thought_space: Path = typer.Option(..., help="a folder written by `rationales "
+                                           "thought-space`"),
+        backend: str = typer.Option("transformers", help="transformers, llama-cpp or openai"),
+        model: Optional[str] = typer.Option(None, help="SLM (default: bundled SmolLM2)"),
+        base_url: Optional[str] = typer.Option(None, help="openai backend: server URL"),
+        depth: int = typer.Option(3, min=1), branching: int = typer.Option(3, min=1),
+        beam: int = typer.Option(2, min=1),
+        users: Optional[Path] = typer.Option(None, help="refine only the users of this "
+                                             "rationale file (.parquet)"),
+        limit: Optional[int] = typer.Option(None, min=1, help="at most this many users"),
+        sample: Optional[int] = typer.Option(None, min=1, help="a seeded random sample"),
+        seed: int = typer.Option(0), batch_size: int = typer.Option(8, min=1),
+        max_new_tokens: int = typer.Option(60, min=8), threads: int = typer.Option(1, min=1),
+        cache: Path = CACHE_OPT, progress: bool = typer.Option(True)):
+    """Tree-of-Thought refinement: beam search over thought chains scored in the thought space."""
+    import polars as pl
+
+    from rankpref.data.datasets import prepare as run_prepare
+    from rankpref.models.thought_space import load_thought_space
+    from rankpref.rationales.backends import make_backend
+    from rankpref.rationales.cache import RationaleStore
+    from rankpref.rationales.generate import ItemInfo, select_users, training_examples
+    from rankpref.rationales.tot import ToTSettings, refine_into_store
+    from rankpref.text import TextEncoder
+    from rankpref.thought import user_behaviour_texts
+    from rankpref.training import training_split
+
+    cfg = _config(config, data, set_)
+    settings = ToTSettings(depth, branching, beam)
+    space = load_thought_space(thought_space)
+    options = {"max_new_tokens": max_new_tokens}
+    if backend == "transformers":
+        options.update(batch_size=batch_size, threads=threads, seed=seed)
+    elif backend == "openai":
+        options.update(base_url=base_url)
+    engine = make_backend(backend, model, **options)
+    ds = run_prepare(cfg.data, quiet=True)
+    split, _ = training_split(ds, cfg.data)
+    name = cfg.data.name or Path(cfg.data.path).stem
+    examples, _ = training_examples(split, ds.vocab)
+    if users is not None:
+        wanted = set(pl.read_parquet(users)["user_id"].cast(pl.String).to_list())
+        examples = [ex for ex in examples if ex.user_id in wanted]
+    examples = select_users(examples, sample=sample, limit=limit, seed=seed)
+    encoder = TextEncoder(space.cfg.backbone, cache_dir=Path(cfg.data.cache_dir) / "embeddings",
+                          progress=False)
+    report = refine_into_store(name, examples, ItemInfo(ds), ds.vocab, engine, space, encoder,
+                               user_behaviour_texts(ds, split), settings, RationaleStore(cache),
+                               progress=progress)
+    report.update({"dataset": name, "model": engine.model_id, "prompt_version": settings.version,
+                   "cache": str(cache)})
+    typer.echo(json.dumps(report, indent=2))
+
+
 @rationales_app.command("show")
 @_friendly
 def rationales_show(data: str = typer.Option(..., help="dataset name"),

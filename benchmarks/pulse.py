@@ -1,0 +1,165 @@
+"""PULSE benchmark: SASRec-CE against PULSE with item text and with rationales from different
+writers, on the same split, evaluator and seed; plus cross-domain transfer and cold-start items.
+
+Every row is one ``rankpref fit`` in a child process (full-ranking valid/test, selected on valid
+ndcg@10). Results are merged into ``benchmarks/results/pulse.json`` row by row (under a file
+lock), so a stopped run keeps what it finished and two invocations can run side by side.
+
+    python benchmarks/pulse.py --datasets beauty --rows sasrec-ce pulse-text pulse-template
+    python benchmarks/pulse.py --cross-domain          # beauty -> ml-100k, 10/25/100% users
+    python benchmarks/pulse.py --cold-start ml-100k    # 10% of items held out of training
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fcntl
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from sasrec import run_fit, versions  # noqa: E402
+
+from rankpref.io import write_json  # noqa: E402
+
+OUTPUT = ROOT / "benchmarks" / "results" / "pulse.json"
+CONFIGS = {"beauty": ROOT / "benchmarks" / "configs" / "pulse_beauty.yaml",
+           "ml-100k": ROOT / "benchmarks" / "configs" / "pulse_ml100k.yaml"}
+RATIONALES = ROOT / "datasets" / "rationales"
+SMOLLM2 = {"beauty": RATIONALES / "beauty_smollm2.parquet",
+           "ml-100k": RATIONALES / "ml-100k_smollm2.parquet"}
+TOT = {"beauty": RATIONALES / "beauty_smollm2_tot.parquet"}
+
+
+def row_settings(dataset: str, row: str) -> list[str] | None:
+    """``--set`` overrides of a row, or None when its rationale file does not exist."""
+    if row == "sasrec-ce":
+        return ["model.name=sasrec"]
+    if row == "pulse-text":
+        return ["model.name=pulse", "pulse.rationales=none", "pulse.why_weight=0"]
+    if row == "pulse-template":
+        return ["model.name=pulse", "pulse.rationales=template"]
+    files = {"pulse-smollm2": SMOLLM2, "pulse-smollm2-tot": TOT}[row]
+    path = files.get(dataset)
+    if path is None or not path.exists():
+        return None
+    return ["model.name=pulse", f"pulse.rationales={path}"]
+
+
+ROWS = ["sasrec-ce", "pulse-text", "pulse-template", "pulse-smollm2", "pulse-smollm2-tot"]
+
+
+def summary(m: dict) -> dict:
+    keys = [f"{name}@{k}" for k in (10, 20) for name in ("recall", "ndcg")]
+    out = {"model": m["model"], "loss": m["loss"], "split": m["split"],
+           "protocol": m["protocol"], "selected_on": m["selected_on"],
+           "valid": {k: round(m["valid"][k], 5) for k in keys},
+           "test": {k: round(m["test"][k], 5) for k in keys},
+           "users_evaluated": m["test"]["examples"], "best_epoch": m["best_epoch"],
+           "epochs_run": m["epochs_run"], "seconds_per_epoch": round(m["seconds_per_epoch"], 2),
+           "train_seconds": m["train_seconds"], "peak_rss_mib": m["peak_rss_mib"],
+           "train_users": m["split_stats"]["train_users"]}
+    pulse = m.get("pulse", {})
+    rationales = pulse.get("rationales", {})
+    out["users_with_rationale"] = rationales.get("users_with_rationale", 0)
+    if rationales:
+        out["rationales"] = rationales
+    if "init_from" in pulse:
+        out["init_from"] = pulse["init_from"]
+    if "cold_start" in m:
+        cold = m["cold_start"]
+        out["cold_start"] = {"items_held_out": cold["items_held_out"],
+                             "test_events": cold["test_events"],
+                             "test": {k: round(v, 5) for k, v in cold.get("test", {}).items()
+                                      if k in keys}}
+    return out
+
+
+def record(path: tuple[str, ...], value: dict, output: Path = OUTPUT) -> None:
+    """Merge one result into the JSON under an exclusive lock (side-by-side runs)."""
+    lock = output.with_suffix(".lock")
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        data = json.loads(output.read_text()) if output.exists() else {}
+        data.setdefault("benchmark", "PULSE vs SASRec-CE, next-item, full ranking")
+        data["updated"] = dt.date.today().isoformat()
+        data["machine"] = "2 shared CPU cores, x86_64, no GPU (1 torch thread per run)"
+        data["versions"] = versions()
+        node = data
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+        write_json(output, data)
+
+
+def fit_row(dataset: str, name: str, settings: list[str], runs: Path) -> dict:
+    out = runs / f"{dataset}-{name}"
+    metrics = run_fit(CONFIGS[dataset], out, settings, runs / f"{dataset}-{name}.log")
+    result = summary(metrics)
+    result["config"] = str(CONFIGS[dataset].relative_to(ROOT))
+    result["overrides"] = settings
+    print(f"{dataset} {name}: test ndcg@10 {result['test']['ndcg@10']:.4f} "
+          f"recall@10 {result['test']['recall@10']:.4f} (valid ndcg@10 "
+          f"{result['valid']['ndcg@10']:.4f}, {result['train_seconds']:.0f} s)", flush=True)
+    return result
+
+
+def main_rows(datasets: list[str], rows: list[str], runs: Path) -> None:
+    for dataset in datasets:
+        for row in rows:
+            settings = row_settings(dataset, row)
+            if settings is None:
+                record(("main", dataset, row), {"skipped": "no rationale file for this dataset "
+                                                "(see datasets/rationales/)"})
+                continue
+            record(("main", dataset, row), fit_row(dataset, row, settings, runs))
+
+
+def cross_domain(source: str, target: str, fractions: list[float], runs: Path) -> None:
+    """PULSE (template rationales) on ``target`` with a fraction of its training users, from
+    scratch and continued from the ``source`` PULSE artifact (same max_len in both)."""
+    src = runs / f"{source}-xd-source"
+    if not (src / "model" / "model.safetensors").exists():
+        fit_row(source, "xd-source", ["model.name=pulse", "pulse.rationales=template"], runs)
+    base = ["model.name=pulse", "pulse.rationales=template", "data.max_len=50"]
+    for fraction in fractions:
+        part = [f"data.train_user_fraction={fraction}"]
+        for mode, extra in (("scratch", []), ("transfer", [f"pulse.init_from={src}/model"])):
+            name = f"xd-{mode}-{int(fraction * 100)}"
+            result = fit_row(target, name, base + part + extra, runs)
+            record(("cross_domain", f"{source}->{target}", f"{int(fraction * 100)}%", mode),
+                   result)
+
+
+def cold_start(dataset: str, runs: Path, fraction: float = 0.1) -> None:
+    for row in ("sasrec-ce", "pulse-text", "pulse-template"):
+        settings = row_settings(dataset, row) + [f"data.cold_items={fraction}"]
+        record(("cold_start", dataset, row), fit_row(dataset, f"cold-{row}", settings, runs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="*", default=[], choices=sorted(CONFIGS))
+    parser.add_argument("--rows", nargs="*", default=ROWS, choices=ROWS)
+    parser.add_argument("--cross-domain", action="store_true",
+                        help="beauty -> ml-100k with 10/25/100%% of the target's users")
+    parser.add_argument("--fractions", type=float, nargs="*", default=[0.1, 0.25, 1.0])
+    parser.add_argument("--cold-start", nargs="*", default=[], choices=sorted(CONFIGS))
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "bench-pulse"))
+    args = parser.parse_args()
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    main_rows(args.datasets, args.rows, runs)
+    if args.cross_domain:
+        cross_domain("beauty", "ml-100k", args.fractions, runs)
+    for dataset in args.cold_start:
+        cold_start(dataset, runs)
+
+
+if __name__ == "__main__":
+    main()
