@@ -177,7 +177,8 @@ def load_task(cfg: SESARunConfig) -> tuple[onet.RankingTask, ConceptVocabulary]:
 
 
 def prepare(cfg: SESARunConfig, task: onet.RankingTask | None = None,
-            concepts: ConceptVocabulary | None = None, encoder=None) -> Prepared:
+            concepts: ConceptVocabulary | None = None, encoder=None,
+            words: list[str] | None = None) -> Prepared:
     if task is None or concepts is None:
         task, concepts = load_task(cfg)
     # concept names below min_occupations are not in the vocabulary: counted, skipped
@@ -196,7 +197,7 @@ def prepare(cfg: SESARunConfig, task: onet.RankingTask | None = None,
         i_in = torch.from_numpy(np.asarray(encoder.encode(task.item_texts)))
     else:
         train_q = [task.query_texts[i] for i in task.indices("train")]
-        words = build_word_vocab(train_q + task.item_texts, cfg.model.word_min_count)
+        words = words or build_word_vocab(train_q + task.item_texts, cfg.model.word_min_count)
         q_in, q_cut = encode_words(task.query_texts, words, cfg.model.max_query_tokens)
         i_in, cut = encode_words(task.item_texts, words, cfg.model.max_doc_tokens)
         cut += q_cut
@@ -207,6 +208,15 @@ def prepare(cfg: SESARunConfig, task: onet.RankingTask | None = None,
              "words": None if words is None else len(words)}
     return Prepared(task, concepts, q_in, i_in, torch.from_numpy(q_lab), torch.from_numpy(i_lab),
                     torch.from_numpy(q_train), torch.from_numpy(i_train), words, stats)
+
+
+def prepare_for_artifact(art: "Artifact", encoder=None) -> Prepared:
+    """The artifact's task and splits, rebuilt from its config, with its concepts and words."""
+    task, _ = load_task(art.cfg)
+    if task.item_ids != art.item_ids:
+        raise DataError(f"the data of {art.folder} has changed: {len(task.item_ids)} items now, "
+                        f"{len(art.item_ids)} when it was trained", path=art.folder)
+    return prepare(art.cfg, task, art.concepts, encoder=encoder, words=art.words)
 
 
 def build_network(cfg: SESARunConfig, prep: Prepared) -> SESA:
@@ -291,6 +301,7 @@ def micro_f1(predicted: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
             "concept_micro_f1": 2 * p * r / (p + r) if p + r else 0.0}
 
 
+@torch.no_grad()
 def evaluate(model: SESA, prep: Prepared, split: str, top_items: int = 10) -> dict:
     """Full ranking of every item for the split's queries, concept prediction, top-5 shares."""
     rows = prep.task.indices(split)
@@ -567,6 +578,7 @@ def item_vectors(art: Artifact, encoder=None) -> torch.Tensor:
     return embed(art.model, encode_texts(art, art.item_texts, queries=False, encoder=encoder))
 
 
+@torch.no_grad()
 def explain(art: Artifact, query: str, item_id: str, top: int = 10, encoder=None) -> dict:
     """The score of ``item_id`` for ``query`` and the concepts behind it.
 
@@ -597,6 +609,7 @@ def explain(art: Artifact, query: str, item_id: str, top: int = 10, encoder=None
             "active_shared_concepts": int((contrib > 0).sum()), "top": rows}
 
 
+@torch.no_grad()
 def search(art: Artifact, query: str, k: int = 10, encoder=None) -> list[dict]:
     """The top ``k`` items for a query text, with scores."""
     q = embed(art.model, encode_texts(art, [query], queries=True, encoder=encoder))
