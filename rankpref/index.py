@@ -8,8 +8,9 @@ One index for every model: SASRec/PULSE item vectors (``ItemIndex.from_recommend
   better), ``cosine`` (inner product of unit vectors) or ``l2`` (squared distance, lower is
   better). Search-time knobs (``nprobe=16``, ``efSearch=128``) go in ``search_params``.
 * ``search(queries, k, exclude=...)`` drops each query's excluded ids and still returns k
-  results when the catalogue has them: it asks FAISS for k + len(exclude) and answers any
-  query that an approximate index could not fill by exact search over the stored vectors.
+  results when the catalogue has them: it asks FAISS for k + len(exclude) (queries grouped by
+  that number) and answers any query that an approximate index could not fill by exact
+  search over the stored vectors.
 * The exact vectors are kept beside the FAISS index, so ``vector(id)`` is exact for every
   factory, ``remove`` can rebuild any index type and ``recall_check`` compares against exact
   search on the same vectors.
@@ -215,21 +216,28 @@ class ItemIndex:
                 excl_rows[row] = {self._pos[i] for i in items if i in self._pos}
         q = self._prepared(queries, self.metric)
         total = len(self)
-        want = min(total, k + max((len(e) for e in excl_rows), default=0))
         scores_out = np.full((n, k), np.nan, dtype=np.float32)
         ids_out: list[list[str]] = [[] for _ in range(n)]
         if n == 0:
             return ids_out, scores_out
-        dist, labels = self._index.search(q, want)
-        short = []
+        # queries are grouped by how many candidates they need (k + their exclusions, rounded
+        # up to a power of two), so one long history does not slow down the whole batch
+        buckets: dict[int, list[int]] = {}
         for row in range(n):
-            keep = [(lab, d) for lab, d in zip(labels[row], dist[row])
-                    if lab >= 0 and lab not in excl_rows[row]][:k]
-            if len(keep) < min(k, total - len(excl_rows[row])):
-                short.append(row)
-                continue
-            self._emit(row, keep, ids_out, scores_out)
+            need = k + len(excl_rows[row])
+            buckets.setdefault(min(total, 1 << (need - 1).bit_length()), []).append(row)
+        short = []
+        for want, rows in sorted(buckets.items()):
+            dist, labels = self._index.search(q[rows] if len(buckets) > 1 else q, want)
+            for j, row in enumerate(rows):
+                keep = [(lab, d) for lab, d in zip(labels[j], dist[j])
+                        if lab >= 0 and lab not in excl_rows[row]][:k]
+                if len(keep) < min(k, total - len(excl_rows[row])):
+                    short.append(row)
+                    continue
+                self._emit(row, keep, ids_out, scores_out)
         if short:  # an approximate index ran out of candidates: answer exactly
+            want = min(total, k + max(len(excl_rows[row]) for row in short))
             labs, dists = self._exact_search(q[short], want)
             for j, row in enumerate(short):
                 keep = [(lab, d) for lab, d in zip(labs[j], dists[j])
@@ -408,6 +416,9 @@ def _fill(index, vectors: np.ndarray, factory: str, seed: int) -> None:
                                 f"its {nlist} lists, got {n}; use fewer lists or 'Flat'")
         if ivf is not None:
             ivf.cp.seed = seed
+            ivf = faiss.downcast_index(ivf)
+            if hasattr(ivf, "do_polysemous_training"):  # only for Hamming filtering; 7x slower
+                ivf.do_polysemous_training = False
         try:
             index.train(vectors)
         except RuntimeError as exc:
