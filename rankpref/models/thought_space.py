@@ -36,19 +36,38 @@ class ThoughtSpaceConfig:
     backbone: str | None = None     # sentence-transformers model; None = bundled MiniLM
 
 
-def _head(cfg: ThoughtSpaceConfig) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(cfg.input_dim, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout),
-                         nn.Linear(cfg.hidden, cfg.dim))
+class _Head(nn.Module):
+    """``skip(x) + mlp(x)``: a linear map plus a residual MLP whose last layer starts at zero."""
+
+    def __init__(self, cfg: ThoughtSpaceConfig):
+        super().__init__()
+        self.skip = nn.Linear(cfg.input_dim, cfg.dim, bias=False)
+        self.mlp = nn.Sequential(nn.Linear(cfg.input_dim, cfg.hidden), nn.GELU(),
+                                 nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.dim))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.mlp(x)
 
 
 class ThoughtSpace(nn.Module):
-    """Two projection heads over backbone embeddings; outputs are unit vectors."""
+    """Two projection heads over backbone embeddings; outputs are unit vectors.
+
+    Both heads start from the same random orthogonal projection of the backbone space (and a
+    zero residual), so an untrained thought space keeps the backbone's cosine geometry and
+    training only has to improve on it."""
 
     def __init__(self, cfg: ThoughtSpaceConfig):
         super().__init__()
         self.cfg = cfg
-        self.behaviour_head = _head(cfg)
-        self.rationale_head = _head(cfg)
+        self.behaviour_head = _Head(cfg)
+        self.rationale_head = _Head(cfg)
+        projection = torch.empty(cfg.dim, cfg.input_dim)
+        nn.init.orthogonal_(projection)
+        with torch.no_grad():
+            self.behaviour_head.skip.weight.copy_(projection)
+            self.rationale_head.skip.weight.copy_(projection)
 
     def behaviour(self, embeddings: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.behaviour_head(embeddings), dim=-1)
