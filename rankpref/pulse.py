@@ -99,10 +99,13 @@ def setup_pulse(cfg: RunConfig, dataset: PreparedDataset, split: Split, cold: np
         space = load_thought_space(p.thought_space)
         why_dim = space.cfg.dim
     if signal is not None:
-        why_vectors = torch.from_numpy(encoder.encode(signal.texts))
-        if space is not None:
+        if space is not None:  # the thought space's own backbone (it may be fine-tuned)
+            r_encoder = TextEncoder(space.cfg.backbone, progress=cfg.train.progress,
+                                    cache_dir=Path(cfg.data.cache_dir) / "embeddings")
             with torch.no_grad():
-                why_vectors = space.rationale(why_vectors)
+                why_vectors = space.rationale(torch.from_numpy(r_encoder.encode(signal.texts)))
+        else:
+            why_vectors = torch.from_numpy(encoder.encode(signal.texts))
         info["rationales"] = signal.counts
     elif p.why_weight > 0:
         info["rationales"] = {"source": "none"}

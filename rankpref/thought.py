@@ -77,22 +77,40 @@ def retrieval_metrics(behaviour: torch.Tensor, rationale: torch.Tensor) -> dict:
 
 
 class ThoughtSpaceModule(L.LightningModule):
-    """InfoNCE on frozen backbone embeddings: in-batch and sampled rationale negatives."""
+    """InfoNCE between the towers. Frozen backbone: batches hold backbone embeddings, with
+    in-batch and ``negatives`` sampled rationale negatives from ``bank``. Fine-tuned backbone:
+    batches hold pair indices, texts are embedded by ``backbone`` in the step (in-batch
+    negatives only, each sampled negative would cost a backbone pass)."""
 
-    def __init__(self, space: ThoughtSpace, rationale_bank: torch.Tensor, lr: float = 1e-3,
-                 weight_decay: float = 0.01):
+    def __init__(self, space: ThoughtSpace, bank: torch.Tensor | None, lr: float = 1e-3,
+                 weight_decay: float = 0.01, backbone=None, pairs: Pairs | None = None):
         super().__init__()
         self.space = space
-        self.register_buffer("bank", rationale_bank, persistent=False)
+        self.backbone = backbone
+        self.pairs = pairs
+        self.register_buffer("bank", bank, persistent=False)
         self.lr, self.weight_decay = lr, weight_decay
         self.best = (-1.0, None, -1)
         self.history: list[dict] = []
 
+    def _embed(self, texts: list[str]) -> torch.Tensor:
+        features = self.backbone.tokenize(texts)
+        features = {k: v.to(self.device) for k, v in features.items() if torch.is_tensor(v)}
+        return torch.nn.functional.normalize(self.backbone(features)["sentence_embedding"], dim=-1)
+
+    def _views(self, batch):
+        if self.backbone is None:
+            return batch[0], batch[1]
+        idx = batch[0].tolist()
+        return (self._embed([self.pairs.behaviours[i] for i in idx]),
+                self._embed([self.pairs.rationales[i] for i in idx]))
+
     def training_step(self, batch, batch_idx):
-        b_emb, r_emb, rows = batch
+        b_emb, r_emb = self._views(batch)
+        rows = batch[-1]
         cfg = self.space.cfg
         negatives = None
-        if cfg.negatives > 0:
+        if cfg.negatives > 0 and self.bank is not None:
             picks = torch.randint(0, len(self.bank), (len(rows), cfg.negatives),
                                   device=rows.device)
             picks = torch.where(picks == rows.view(-1, 1), (picks + 1) % len(self.bank), picks)
@@ -104,18 +122,22 @@ class ThoughtSpaceModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        b_emb, r_emb = batch
+        b_emb, r_emb = self._views(batch)
         metrics = retrieval_metrics(self.space.behaviour(b_emb), self.space.rationale(r_emb))
         for key in ("recall@1", "recall@10", "mrr"):
             self.log(f"valid/{key}", metrics[key], prog_bar=key == "mrr")
         if metrics["mrr"] > self.best[0]:
-            self.best = (metrics["mrr"], copy.deepcopy(self.space.state_dict()),
-                         self.current_epoch)
+            state = {"space": copy.deepcopy(self.space.state_dict())}
+            if self.backbone is not None:
+                state["backbone"] = copy.deepcopy(self.backbone.state_dict())
+            self.best = (metrics["mrr"], state, self.current_epoch)
         self.history.append({"epoch": self.current_epoch + 1, **metrics})
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.space.parameters(), lr=self.lr,
-                                 weight_decay=self.weight_decay)
+        params = [{"params": self.space.parameters(), "lr": self.lr}]
+        if self.backbone is not None:  # a pretrained backbone wants a much smaller step
+            params.append({"params": self.backbone.parameters(), "lr": self.lr * 0.02})
+        return torch.optim.AdamW(params, weight_decay=self.weight_decay)
 
 
 def fit_thought_space(pairs: Pairs, cfg: ThoughtSpaceConfig, out: str | Path, *,
@@ -125,9 +147,6 @@ def fit_thought_space(pairs: Pairs, cfg: ThoughtSpaceConfig, out: str | Path, *,
     """Train on 90% of the pairs, select on the other 10%, save to ``out``; return metrics."""
     from rankpref.text import TextEncoder
 
-    if cfg.finetune_backbone:
-        raise RankprefError("finetune_backbone=true is not supported by this trainer yet; "
-                            "train with the frozen backbone")
     L.seed_everything(seed, verbose=False)
     encoder = TextEncoder(cfg.backbone, cache_dir=cache_dir, progress=progress)
     cfg.input_dim = encoder.dimension
@@ -145,24 +164,41 @@ def fit_thought_space(pairs: Pairs, cfg: ThoughtSpaceConfig, out: str | Path, *,
     for pos, t in enumerate(ids.tolist()):
         first.setdefault(t, pos)
     bank = r_all[train][torch.tensor([first[t] for t in range(len(text_id))])]
-    train_set = TensorDataset(b_all[train], r_all[train], ids)
-    valid_set = TensorDataset(b_all[valid], r_all[valid])
-    module = ThoughtSpaceModule(space, bank, lr=lr)
+    raw = retrieval_metrics(torch.nn.functional.normalize(b_all[valid], dim=-1),
+                            torch.nn.functional.normalize(r_all[valid], dim=-1))
+    backbone = None
+    if cfg.finetune_backbone:
+        backbone = encoder.model
+        backbone.train()
+        module = ThoughtSpaceModule(space, None, lr=lr, backbone=backbone, pairs=pairs)
+        train_set = TensorDataset(torch.from_numpy(train), ids)
+        valid_set = TensorDataset(torch.from_numpy(valid), torch.arange(len(valid)))
+    else:
+        module = ThoughtSpaceModule(space, bank, lr=lr)
+        train_set = TensorDataset(b_all[train], r_all[train], ids)
+        valid_set = TensorDataset(b_all[valid], r_all[valid])
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=progress,
                         enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(module, DataLoader(train_set, batch_size=batch_size, shuffle=True),
                 DataLoader(valid_set, batch_size=len(valid_set)))
     best_mrr, best_state, best_epoch = module.best
-    space.load_state_dict(best_state)
+    space.load_state_dict(best_state["space"])
     space.eval()
+    if backbone is not None:
+        backbone.load_state_dict(best_state["backbone"])
+        backbone.eval()
+        with torch.no_grad():
+            b_valid = module._embed([pairs.behaviours[i] for i in valid])
+            r_valid = module._embed([pairs.rationales[i] for i in valid])
+    else:
+        b_valid, r_valid = b_all[valid], r_all[valid]
     with torch.no_grad():
-        learned = retrieval_metrics(space.behaviour(b_all[valid]), space.rationale(r_all[valid]))
-    raw = retrieval_metrics(torch.nn.functional.normalize(b_all[valid], dim=-1),
-                            torch.nn.functional.normalize(r_all[valid], dim=-1))
+        learned = retrieval_metrics(space.behaviour(b_valid), space.rationale(r_valid))
     metrics = {"pairs": len(order), "train_pairs": len(train), "valid_pairs": len(valid),
-               "backbone": encoder.model_id, "best_epoch": best_epoch + 1, "epochs": epochs,
+               "backbone": encoder.model_id, "finetune_backbone": cfg.finetune_backbone,
+               "best_epoch": best_epoch + 1, "epochs": epochs,
                "valid_retrieval": learned, "valid_retrieval_raw_backbone": raw,
                "history": module.history, **(extra_metrics or {})}
-    save_thought_space(space, out, metrics)
+    save_thought_space(space, out, metrics, backbone=backbone)
     return metrics

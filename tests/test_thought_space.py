@@ -142,3 +142,25 @@ def test_tot_keeps_the_chain_the_thought_space_scores_best(demo_space, tmp_path)
 def test_tot_settings_are_validated():
     with pytest.raises(ValueError):
         ToTSettings(depth=0)
+
+
+@pytest.mark.slow
+def test_finetuned_backbone_is_trained_saved_and_used(demo_space, tmp_path):
+    from rankpref.models.thought_space import load_thought_space
+
+    ds, split, _, _ = demo_space
+    pairs = thought_pairs(ds, split, template_table(ds, split))
+    small = Pairs(pairs.users[:48], pairs.behaviours[:48], pairs.rationales[:48])
+    out = tmp_path / "ft"
+    metrics = fit_thought_space(small, ThoughtSpaceConfig(dim=16, hidden=32,
+                                                          finetune_backbone=True),
+                                out, epochs=1, batch_size=16, lr=1e-2, progress=False)
+    assert metrics["finetune_backbone"] and (out / "backbone").is_dir()
+    assert not list(out.rglob("*.bin")) and list((out / "backbone").rglob("*.safetensors"))
+    space = load_thought_space(out)
+    assert space.cfg.backbone == str(out / "backbone")
+    tuned = TextEncoder(space.cfg.backbone, cache_dir=None, progress=False)
+    base = TextEncoder(None, cache_dir=None, progress=False)
+    text = [pairs.rationales[0]]
+    assert not torch.allclose(torch.from_numpy(tuned.encode(text)),
+                              torch.from_numpy(base.encode(text)))
