@@ -53,6 +53,7 @@ class Service:
     index: ItemIndex
     model_name: str
     item_info: dict[str, dict]
+    item_idx: dict[str, int] = field(default_factory=dict)  # id -> the model's item index
     explain_missing: str | None = None  # why explain is unavailable (None: available)
     text_missing: str | None = None  # why free-text search is unavailable
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -67,6 +68,17 @@ class Service:
 
     def info(self, item_id: str) -> dict:
         return self.item_info.get(item_id, {})
+
+    def indices(self, item_ids: list[str]) -> list[int]:
+        """The model's item indices (looked up in a map built once at start-up)."""
+        try:
+            return [self.item_idx[i] for i in item_ids]
+        except KeyError:
+            unknown = list(dict.fromkeys(i for i in item_ids if i not in self.item_idx))
+            shown = ", ".join(repr(u) for u in unknown[:10])
+            more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
+            raise UnknownIdError(f"unknown item id(s): {shown}{more}; the model knows "
+                                 f"{len(self.item_idx):,} items") from None
 
 
 def _item_info(rec) -> dict[str, dict]:
@@ -100,7 +112,9 @@ def make_service(rec, index: ItemIndex | None = None) -> Service:
                                 "(source checksum differs); rebuild it from this artifact")
     name = _model_name(rec)
     explain_missing, text_missing = _probe_hooks(rec, name)
+    ids = list(rec.item_ids)
     return Service(rec=rec, index=index, model_name=name, item_info=_item_info(rec),
+                   item_idx=dict(zip(ids, rec.item_indices(ids))),
                    explain_missing=explain_missing, text_missing=text_missing)
 
 
@@ -218,6 +232,7 @@ def create_app(service: Service, limits: Limits | None = None):
     from fastapi import FastAPI, HTTPException, Path as PathParam, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
     from pydantic import StrictBool, StrictInt, StrictStr
 
     limits = limits or Limits()
@@ -273,68 +288,89 @@ def create_app(service: Service, limits: Limits | None = None):
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
     def results(ids: list[str], scores: np.ndarray, explanations=None) -> list[dict]:
-        return [{"rank": r + 1, "item_id": i, "score": round(float(s), 6),
-                 "title": service.info(i).get("title"),
-                 "explanation": explanations[r] if explanations is not None else None}
-                for r, (i, s) in enumerate(zip(ids, scores))]
+        rows = [{"rank": r + 1, "item_id": i, "score": round(float(s), 6),
+                 "title": service.info(i).get("title")} for r, (i, s) in enumerate(zip(ids, scores))]
+        if explanations is not None:
+            for row, why in zip(rows, explanations):
+                row["explanation"] = why
+        return rows
+
+    def answer(k: int, rows: list[dict]) -> JSONResponse:
+        # a Response is sent as is: FastAPI skips re-validating it against the response model
+        # (which still documents it in OpenAPI)
+        return JSONResponse({"model": service.model_name, "k": k, "results": rows})
 
     def known(item_id: str) -> None:
         if item_id not in service.index:
             raise UnknownIdError(f"unknown item id {item_id!r}; the model knows "
                                  f"{len(service.index):,} items")
 
+    # The cheap endpoints are `async def`: their work (well under a millisecond) runs on the
+    # event loop, one request at a time, with no thread hop. The ones that may call slow
+    # model hooks (explain, a text tower) run in the thread pool. All share `service.lock`.
+
     @app.get("/health", summary="Liveness and what is loaded")
-    def health():
+    async def health():
         return {"status": "ok", "model": service.model_name, "items": len(service.index),
                 "dimension": service.index.dim, "index": service.index.describe(),
                 "explain": service.can_explain, "text_search": service.can_search_text,
                 "limits": limits.model_dump()}
 
     @app.get("/items/{item_id}", summary="One item's metadata")
-    def item(item_id: Annotated[str, PathParam(max_length=200)]):
+    async def item(item_id: Annotated[str, PathParam(max_length=200)]):
         known(item_id)
         return {"item_id": item_id, **service.info(item_id)}
 
     @app.get("/items/{item_id}/similar", response_model=Results,
              summary="Nearest items to an item (itself excluded)")
-    def similar(item_id: Annotated[str, PathParam(max_length=200)],
-                k: Annotated[int, Query(ge=1, le=limits.max_k)] = 10):
+    async def similar(item_id: Annotated[str, PathParam(max_length=200)],
+                      k: Annotated[int, Query(ge=1, le=limits.max_k)] = 10):
         known(item_id)
         with service.lock:
             ids, scores = service.index.search(service.index.vector(item_id)[None, :], k,
                                                exclude=[[item_id]])
-        return {"model": service.model_name, "k": k, "results": results(ids[0], scores[0])}
+        return answer(k, results(ids[0], scores[0]))
 
-    @app.post("/recommend", response_model=Results, response_model_exclude_none=True,
-              summary="Top-k next items after a history")
-    def recommend(body: RecommendRequest):
-        if body.explain and not service.can_explain:
-            raise HTTPException(501, service.explain_missing)
+    def ranked(body) -> tuple[list[int], list[str], np.ndarray]:
         with service.lock:
-            history = service.rec.item_indices(body.history)  # UnknownIdError -> 404
+            history = service.indices(body.history)  # UnknownIdError -> 404
             user = service.rec.user_vectors([history])
             ids, scores = service.index.search(user, body.k, exclude=(
                 [body.history] if body.exclude_seen else None))
-            explanations = None
-            if body.explain:
-                targets = service.rec.item_indices(ids[0])
-                explanations = [service.rec.explain(history, t, limits.explain_k)
-                                for t in targets]
-        return {"model": service.model_name, "k": body.k,
-                "results": results(ids[0], scores[0], explanations)}
+        return history, ids[0], scores[0]
 
-    @app.post("/search", response_model=Results, response_model_exclude_none=True,
-              summary="Items for a free-text query (models with a text tower)")
-    def search(body: SearchRequest):
-        if not service.can_search_text:
-            raise HTTPException(501, service.text_missing)
+    def explained(body):
+        history, ids, scores = ranked(body)
+        with service.lock:
+            targets = service.indices(ids)
+            why = [service.rec.explain(history, t, limits.explain_k) for t in targets]
+        return results(ids, scores, why)
+
+    @app.post("/recommend", response_model=Results, response_model_exclude_none=True,
+              summary="Top-k next items after a history")
+    async def recommend(body: RecommendRequest):
+        if not body.explain:
+            _, ids, scores = ranked(body)
+            return answer(body.k, results(ids, scores))
+        if not service.can_explain:
+            raise HTTPException(501, service.explain_missing)
+        return answer(body.k, await run_in_threadpool(explained, body))
+
+    def text_search(body) -> list[dict]:
         with service.lock:
             vectors = np.asarray(service.rec.encode_queries([body.query]), dtype=np.float32)
             if vectors.shape != (1, service.index.dim):
                 raise RankprefError(f"the model's text tower gave shape {vectors.shape}, "
                                     f"expected (1, {service.index.dim})")
             ids, scores = service.index.search(vectors, body.k)
-        return {"model": service.model_name, "k": body.k, "results": results(ids[0], scores[0])}
+        return results(ids[0], scores[0])
+
+    @app.post("/search", response_model=Results, response_model_exclude_none=True,
+              summary="Items for a free-text query (models with a text tower)")
+    async def search(body: SearchRequest):
+        if not service.can_search_text:
+            raise HTTPException(501, service.text_missing)
+        return answer(body.k, await run_in_threadpool(text_search, body))
 
     return app
 
