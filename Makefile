@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install -c constraints.txt
 DEMO_RUN := runs/demo-sasrec-ce
+DEMO_PULSE := runs/demo-pulse
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install demo test test-all bench clean
@@ -25,6 +26,8 @@ demo: install
 	$(BIN)/rankpref fit --data demo --out $(DEMO_RUN)
 	$(BIN)/rankpref evaluate --artifact $(DEMO_RUN) --split both
 	$(BIN)/rankpref recommend --artifact $(DEMO_RUN) --user SYN0000007 --k 5
+	$(BIN)/rankpref fit --data demo --model pulse --set pulse.rationales=template --out $(DEMO_PULSE)
+	$(BIN)/rankpref recommend --artifact $(DEMO_PULSE) --user SYN0000007 --k 3 --explain 2
 
 # pytest exits 5 when no test was collected; that is not a failure of the suite.
 test: install
