@@ -120,13 +120,16 @@ def main_rows(datasets: list[str], rows: list[str], runs: Path) -> None:
             record(("main", dataset, row), fit_row(dataset, row, settings, runs))
 
 
-def cross_domain(source: str, target: str, fractions: list[float], runs: Path) -> None:
+def cross_domain(source: str, target: str, fractions: list[float], runs: Path,
+                 source_runs: Path) -> None:
     """PULSE (template rationales) on ``target`` with a fraction of its training users, from
     scratch and continued from the ``source`` PULSE artifact (same max_len in both)."""
-    src = runs / f"{source}-xd-source"
+    src = source_runs / f"{source}-pulse-template"  # the main row's artifact, if it exists
     if not (src / "model" / "model.safetensors").exists():
-        fit_row(source, "xd-source", ["model.name=pulse", "pulse.rationales=template"], runs)
-    base = ["model.name=pulse", "pulse.rationales=template", "data.max_len=50"]
+        src = runs / f"{source}-xd-source"
+        if not (src / "model" / "model.safetensors").exists():
+            fit_row(source, "xd-source", row_settings(source, "pulse-template"), runs)
+    base = row_settings(target, "pulse-template")
     for fraction in fractions:
         part = [f"data.train_user_fraction={fraction}"]
         for mode, extra in (("scratch", []), ("transfer", [f"pulse.init_from={src}/model"])):
@@ -151,12 +154,15 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="*", default=[0.1, 0.25, 1.0])
     parser.add_argument("--cold-start", nargs="*", default=[], choices=sorted(CONFIGS))
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench-pulse"))
+    parser.add_argument("--source-runs", default=None, help="folder holding the source "
+                        "domain's <dataset>-pulse-template run (default: --runs)")
     args = parser.parse_args()
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     main_rows(args.datasets, args.rows, runs)
     if args.cross_domain:
-        cross_domain("beauty", "ml-100k", args.fractions, runs)
+        cross_domain("beauty", "ml-100k", args.fractions, runs,
+                     Path(args.source_runs) if args.source_runs else runs)
     for dataset in args.cold_start:
         cold_start(dataset, runs)
 
