@@ -121,3 +121,18 @@ def search(artifact: Path = ARTIFACT_OPT,
         return
     for rank, hit in enumerate(hits, 1):
         typer.echo(f"{rank:>3}  {hit['score']:8.4f}  {hit['item']}  {hit['title']}")
+
+
+@sesa_app.command()
+@friendly
+def index(artifact: Path = ARTIFACT_OPT,
+          out: Path = typer.Option(..., "--out", help="index folder to write"),
+          factory: str = typer.Option("Flat", help="FAISS factory string (Flat = exact)")):
+    """Put the catalogue's concept vectors into a FAISS ItemIndex (inner product)."""
+    from rankpref.sesa import build_index, load_artifact, text_encoder
+
+    art = load_artifact(artifact)
+    encoder = text_encoder(art.cfg) if art.cfg.model.encoder == "minilm" else None
+    idx = build_index(art, factory, encoder=encoder)
+    idx.save(out)
+    typer.echo(f"indexed {len(idx)} items x {idx.dim} dimensions ({factory}, inner product): {out}")

@@ -609,6 +609,27 @@ def explain(art: Artifact, query: str, item_id: str, top: int = 10, encoder=None
             "active_shared_concepts": int((contrib > 0).sum()), "top": rows}
 
 
+def query_vectors(art: Artifact, texts: list[str], encoder=None) -> torch.Tensor:
+    """[n, dims] query embeddings, weighted by the per-concept weights when the model has them,
+    so that an inner-product index over :func:`item_vectors` returns the model's own scores."""
+    q = embed(art.model, encode_texts(art, texts, queries=True, encoder=encoder))
+    w = art.model.weights()
+    return q if w is None else q * w.detach()
+
+
+def build_index(art: Artifact, factory: str = "Flat", encoder=None):
+    """A :class:`rankpref.index.ItemIndex` (inner product) over the catalogue's vectors."""
+    from rankpref.index import ItemIndex
+
+    vectors = item_vectors(art, encoder).numpy().astype(np.float32)
+    meta = {"model": art.metrics.get("model", "sesa"), "artifact": str(art.folder),
+            "space": "concepts" if art.model.explicit else "latent",
+            "query_side": "rankpref.sesa.query_vectors (weights applied to queries)"}
+    if art.model.explicit:
+        meta["concepts"] = len(art.concepts)
+    return ItemIndex.build(list(art.item_ids), vectors, factory=factory, metric="ip", metadata=meta)
+
+
 @torch.no_grad()
 def search(art: Artifact, query: str, k: int = 10, encoder=None) -> list[dict]:
     """The top ``k`` items for a query text, with scores."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -91,6 +92,24 @@ def test_cli_evaluate_and_explain(minilm_run):
     assert res.exit_code == 0 and len(json.loads(res.stdout)) == 3
     res = runner.invoke(app, ["sesa", "evaluate", "--artifact", str(folder.parent.parent)])
     assert res.exit_code == 2 and "not a SESA artifact" in res.output
+
+
+def test_concept_vectors_in_item_index(minilm_run, tmp_path):
+    pytest.importorskip("faiss")
+    from rankpref.index import ItemIndex
+
+    folder, _, _ = minilm_run
+    res = runner.invoke(app, ["sesa", "index", "--artifact", str(folder), "--out",
+                              str(tmp_path / "idx")])
+    assert res.exit_code == 0, res.output
+    idx = ItemIndex.load(tmp_path / "idx")
+    art = sesa.load_artifact(folder)
+    assert len(idx) == len(art.item_ids) and idx.dim == len(art.concepts)
+    q = sesa.query_vectors(art, ["cad drafter"]).numpy()
+    ids, scores = idx.search(q, 5)
+    want = sesa.search(art, "cad drafter", k=5)
+    assert list(ids[0]) == [h["item"] for h in want]
+    assert np.allclose(scores[0], [h["score"] for h in want], rtol=1e-5)
 
 
 def test_gru_related_fit(tmp_path):
