@@ -102,8 +102,7 @@ def run_family(ids, vectors, queries, exact, factory, params: list[str], single:
     rows = []
     for p in params:
         if p:
-            faiss.ParameterSpace().set_index_parameters(index._index, p)
-        index.search_params = p
+            index.set_search_params(p)
         row = {"index": factory, "search_params": p, "build_seconds": round(build, 2),
                "index_mib": round(index_bytes / 2**20, 1),
                "vectors_mib": round(vectors.nbytes / 2**20, 1),

@@ -168,13 +168,12 @@ def index_check(
         threads: int = typer.Option(1, min=1)):
     """Recall@k of the index against exact search on its own vectors (exit 1 below
     --min-recall)."""
-    from rankpref.index import ItemIndex, _apply_search_params
+    from rankpref.index import ItemIndex
 
     _threads(threads)
     index = ItemIndex.load(index_dir)
     if search_params:
-        _apply_search_params(index._index, search_params)
-        index.search_params = search_params
+        index.set_search_params(search_params)
     report = _recall_report(index, queries, k, seed)
     report["min_recall_required"] = min_recall
     report["passed"] = report["recall"] >= min_recall

@@ -187,6 +187,11 @@ class ItemIndex:
     def vectors(self) -> np.ndarray:
         return self._vectors.copy()
 
+    def set_search_params(self, params: str) -> None:
+        """Change search-time FAISS parameters, e.g. ``"nprobe=32"`` or ``"efSearch=128"``."""
+        _apply_search_params(self._index, params)
+        self.search_params = params
+
     def describe(self) -> dict:
         return {"factory": self.factory, "metric": self.metric, "items": len(self),
                 "dimension": self.dim, "exact": self.exact, "search_params": self.search_params,

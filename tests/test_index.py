@@ -280,6 +280,11 @@ def test_recall_check_against_exact(data):
     manual = np.mean([len(set(g) & {ids[r] for r in w}) / 10 for g, w in zip(got, want)])
     assert report["recall"] == pytest.approx(manual)
     assert report["recall"] < 1.0
+    rough.set_search_params("nprobe=64")  # every list probed: exact again
+    assert recall_check(rough, q, 10, exclude)["recall"] == 1.0
+    assert rough.search_params == "nprobe=64"
+    with pytest.raises(RankprefError, match="search_params 'nprobe=x'"):
+        rough.set_search_params("nprobe=x")
 
 
 # ----------------------------------------------------------------------------- a trained model
