@@ -19,7 +19,6 @@ in item space). fastapi and uvicorn are imported only here (the ``serve`` extra)
 
 
 import ipaddress
-import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rankpref.errors import RankprefError, UnknownIdError
 from rankpref.index import ItemIndex, vectors_checksum
-
-log = logging.getLogger("rankpref.serve")
-
 
 class Limits(BaseModel):
     """Request limits (validated; unknown keys are errors)."""
@@ -47,7 +43,7 @@ class Limits(BaseModel):
 
 @dataclass
 class Service:
-    """A loaded model and its item index; every request goes through :meth:`locked`."""
+    """A loaded model and its item index; requests hold ``lock`` while they use them."""
 
     rec: object
     index: ItemIndex
