@@ -377,7 +377,13 @@ def run_server(artifact: str | Path, *, index_dir: str | Path | None = None,
     """Load once, then serve with uvicorn (one process; blocks until interrupted)."""
     import faiss
     import typer
-    import uvicorn
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise RankprefError(f"the server needs the serve extra ({exc.name} is missing): "
+                            "pip install 'rankpref[serve]'") from None
 
     from rankpref.settings import set_threads
 

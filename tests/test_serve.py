@@ -19,6 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
