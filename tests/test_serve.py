@@ -364,3 +364,11 @@ def test_serve_refuses_a_bad_artifact_or_index(tmp_path, artifact):
     result = runner.invoke(app, ["serve", "--artifact", str(artifact), "--index",
                                  str(tmp_path / "ix")])
     assert result.exit_code == 2 and "meta.json: missing" in result.stderr
+
+
+def test_missing_serve_extra_is_a_clear_error(monkeypatch, artifact):
+    from rankpref.serve import run_server
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # `import uvicorn` now fails
+    with pytest.raises(RankprefError, match=r"serve extra \(uvicorn is missing\)"):
+        run_server(artifact)
