@@ -358,3 +358,23 @@ def test_cli_fit_refuses_rationales_of_another_dataset(tmp_path):
                                  "--set", "train.progress=false"])
     assert result.exit_code == 2
     assert "not 'demo'" in result.stderr and "Traceback" not in result.output
+
+
+def test_items_without_text(demo):
+    """No item text at all: refused while the text part is on; some missing: counted."""
+    import dataclasses
+
+    from rankpref.pulse import setup_pulse
+
+    cfg, ds, split = demo
+    cfg = load_config(None, ["data.name=demo", "model.name=pulse", *TINY])
+    bare = dataclasses.replace(ds, items=None)
+    with pytest.raises(DataError, match="no item of 'demo' has text"):
+        setup_pulse(cfg, bare, split, np.zeros(0, dtype=np.int64))
+    partial = dataclasses.replace(ds, items=ds.items.slice(0, 1000))
+    _, _, _, info = setup_pulse(cfg, partial, split, np.zeros(0, dtype=np.int64))
+    assert info["items_without_text"] == ds.num_items - 1000
+    ids_only = load_config(None, ["data.name=demo", "model.name=pulse", "pulse.use_text=false",
+                                  *TINY])
+    model, _, _, _ = setup_pulse(ids_only, bare, split, np.zeros(0, dtype=np.int64))
+    assert not model.cfg.use_text
