@@ -28,6 +28,8 @@ demo: install
 	$(BIN)/rankpref recommend --artifact $(DEMO_RUN) --user SYN0000007 --k 5
 	$(BIN)/rankpref fit --data demo --model pulse --set pulse.rationales=template --out $(DEMO_PULSE)
 	$(BIN)/rankpref recommend --artifact $(DEMO_PULSE) --user SYN0000007 --k 3 --explain 2
+	$(BIN)/rankpref rank fit --data emobank-slice --target V --loss ranklist --out runs/rank-demo
+	$(BIN)/rankpref rank evaluate --artifact runs/rank-demo --split test
 
 # pytest exits 5 when no test was collected; that is not a failure of the suite.
 test: install
