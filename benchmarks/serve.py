@@ -8,7 +8,7 @@ their last item, at most the server's history limit), k = 10, seen items exclude
 1. **closed loop**: ``--requests`` requests (default 10,000) from ``--concurrency`` (50)
    concurrent clients, as fast as the server answers: throughput and latency;
 2. **open loop**: a fixed arrival rate (``--rate``, 200 requests/s) for ``--duration``
-   seconds: latency measured from each request's *scheduled* start (so a slow server cannot
+   seconds, ``--open-loop-runs`` times (3): latency measured from each request's *scheduled* start (so a slow server cannot
    hide queueing) and from its actual send.
 
 Reports throughput, p50/p95/p99/max latency, errors, the server's RSS (start, peak, end) and
@@ -257,6 +257,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--open-loop-runs", type=int, default=3,
+                        help="open-loop windows (the machine is shared: spread is reported)")
     parser.add_argument("--users", type=int, default=5000, help="distinct histories sent")
     parser.add_argument("--max-history", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
@@ -321,11 +323,12 @@ def main() -> None:
         with RssSampler(server.pid) as rss:
             result["server"]["rss_after_start_mib"] = rss.now_mib()
             asyncio.run(closed_loop("127.0.0.1", port, raws, 300, 10, 10))  # warm-up
-            phases = []
-            for name, coro in (("closed_loop", lambda: closed_loop(
-                                    "127.0.0.1", port, raws, args.requests, args.concurrency, 10)),
-                               ("open_loop", lambda: open_loop(
-                                    "127.0.0.1", port, raws, args.rate, args.duration, 10))):
+            phases = [("closed_loop", lambda: closed_loop(
+                "127.0.0.1", port, raws, args.requests, args.concurrency, 10))]
+            phases += [(f"open_loop_{r + 1}", lambda: open_loop(
+                "127.0.0.1", port, raws, args.rate, args.duration, 10))
+                for r in range(args.open_loop_runs)]
+            for name, coro in phases:
                 load_before = round(os.getloadavg()[0], 2)
                 cpu0, ccpu0 = sproc.cpu_times(), client_proc.cpu_times()
                 out = asyncio.run(coro())
@@ -338,17 +341,20 @@ def main() -> None:
                     1000 * out["server_cpu_seconds"] / out["requests"], 3)
                 out["load_average_1min_before"] = load_before
                 out["load_average_1min_after"] = round(os.getloadavg()[0], 2)
-                result[name] = out
-                phases.append(name)
+                if name.startswith("open_loop"):
+                    result.setdefault("open_loop", []).append(out)
+                else:
+                    result[name] = out
                 print(name, {k: v for k, v in out.items() if k != "status_codes"}, flush=True)
             result["server"]["rss_end_mib"] = rss.now_mib()
         result["server"]["rss_peak_mib"] = round(rss.peak / 2**20, 1)
-        p99 = result["open_loop"]["latency_from_schedule"]["p99_ms"]
+        p99s = [run["latency_from_schedule"]["p99_ms"] for run in result["open_loop"]]
+        open_errors = sum(run["errors"] for run in result["open_loop"])
         result["targets"] = {
-            f"p99 < {TARGET_P99_MS} ms at {args.rate:g} requests/s with 0 errors": bool(
-                p99 < TARGET_P99_MS and result["open_loop"]["errors"] == 0),
-            "p99_ms_from_schedule": p99,
-            "errors": result["open_loop"]["errors"] + result["closed_loop"]["errors"]}
+            f"p99 < {TARGET_P99_MS} ms at {args.rate:g} requests/s with 0 errors, every run":
+                bool(max(p99s) < TARGET_P99_MS and open_errors == 0),
+            "p99_ms_from_schedule_per_run": p99s,
+            "errors": open_errors + result["closed_loop"]["errors"]}
         write_json(args.out, result)
         print(f"wrote {args.out}")
     finally:
