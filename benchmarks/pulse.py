@@ -145,6 +145,54 @@ def cold_start(dataset: str, runs: Path, fraction: float = 0.1) -> None:
         record(("cold_start", dataset, row), fit_row(dataset, f"cold-{row}", settings, runs))
 
 
+def tot_report(dataset: str, space_dir: Path, cache: Path) -> None:
+    """Thought-space score of each refined user's plain SmolLM2 rationale against its ToT
+    chain (same space, same behaviour text), and the ToT rationale file for the ToT row."""
+    import polars as pl
+    import torch
+
+    from rankpref.config import load_config
+    from rankpref.data.datasets import prepare
+    from rankpref.models.thought_space import load_thought_space
+    from rankpref.rationales.cache import RationaleStore
+    from rankpref.rationales.generate import rationale_table
+    from rankpref.text import TextEncoder
+    from rankpref.thought import user_behaviour_texts
+    from rankpref.training import training_split
+
+    store = RationaleStore(cache)
+    table = rationale_table(store, dataset)
+    tot = table.filter(pl.col("method") == "tot")
+    plain = pl.read_parquet(SMOLLM2[dataset])
+    merged = tot.join(plain.select("user_id", pl.col("rationale").alias("plain")), on="user_id")
+    cfg = load_config(None, [f"data.name={dataset}"])
+    ds = prepare(cfg.data, quiet=True)
+    split, _ = training_split(ds, cfg.data)
+    behaviours = user_behaviour_texts(ds, split)
+    space = load_thought_space(space_dir)
+    encoder = TextEncoder(space.cfg.backbone, progress=False)
+    users = merged["user_id"].to_list()
+    with torch.no_grad():
+        b = space.behaviour(torch.from_numpy(encoder.encode([behaviours[u] for u in users])))
+        plain_r = space.rationale(torch.from_numpy(encoder.encode(merged["plain"].to_list())))
+        tot_r = space.rationale(torch.from_numpy(encoder.encode(merged["rationale"].to_list())))
+    plain_s, tot_s = (b * plain_r).sum(-1), (b * tot_r).sum(-1)
+    path = TOT[dataset]
+    pl.concat([plain.select(tot.columns), tot], how="vertical_relaxed").write_parquet(path)
+    record(("tree_of_thought", dataset), {
+        "users_refined": len(users), "thought_space": str(space_dir),
+        "settings": sorted(set(tot["prompt_version"].to_list())),
+        "mean_score_plain_smollm2": round(float(plain_s.mean()), 4),
+        "mean_score_tot": round(float(tot_s.mean()), 4),
+        "users_where_tot_scores_higher": int((tot_s > plain_s).sum()),
+        "rationale_file": str(path.relative_to(ROOT)),
+        "examples": [{"user_id": u, "plain": p_, "tot": t_} for u, p_, t_ in
+                     zip(users[:3], merged["plain"].to_list()[:3],
+                         merged["rationale"].to_list()[:3])]})
+    print(f"ToT {dataset}: {len(users)} users, mean thought-space score plain "
+          f"{float(plain_s.mean()):.3f} -> ToT {float(tot_s.mean()):.3f}; wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="*", default=[], choices=sorted(CONFIGS))
@@ -156,7 +204,16 @@ def main() -> None:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench-pulse"))
     parser.add_argument("--source-runs", default=None, help="folder holding the source "
                         "domain's <dataset>-pulse-template run (default: --runs)")
+    parser.add_argument("--tot-report", default=None, choices=sorted(TOT),
+                        help="compare ToT-refined and plain rationales in the thought space "
+                        "and write the ToT rationale file")
+    parser.add_argument("--thought-space", default=str(ROOT / "runs" / "thought-space" /
+                                                       "beauty-smollm2"))
+    parser.add_argument("--cache", default=str(ROOT / ".cache" / "rankpref" /
+                                               "rationales.sqlite"))
     args = parser.parse_args()
+    if args.tot_report:
+        tot_report(args.tot_report, Path(args.thought_space), Path(args.cache))
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     main_rows(args.datasets, args.rows, runs)
