@@ -73,7 +73,9 @@ class Recommender:
         return model.text_query(torch.from_numpy(vectors)).numpy()
 
     def item_indices(self, item_ids: list[str]) -> list[int]:
-        index = self.vocab.item_index()
+        if getattr(self, "_item_index", None) is None:  # built once: ~2 ms on Beauty
+            self._item_index = self.vocab.item_index()
+        index = self._item_index
         unknown = [i for i in item_ids if i not in index]
         if unknown:
             shown = ", ".join(repr(u) for u in unknown[:10])
