@@ -121,11 +121,11 @@ def main_rows(datasets: list[str], rows: list[str], runs: Path) -> None:
 
 
 def cross_domain(source: str, target: str, fractions: list[float], runs: Path,
-                 source_runs: Path) -> None:
+                 source_runs: Path, modes: tuple[str, ...] = ("scratch", "transfer")) -> None:
     """PULSE (template rationales) on ``target`` with a fraction of its training users, from
     scratch and continued from the ``source`` PULSE artifact (same max_len in both)."""
     src = source_runs / f"{source}-pulse-template"  # the main row's artifact, if it exists
-    if not (src / "model" / "model.safetensors").exists():
+    if "transfer" in modes and not (src / "model" / "model.safetensors").exists():
         src = runs / f"{source}-xd-source"
         if not (src / "model" / "model.safetensors").exists():
             fit_row(source, "xd-source", row_settings(source, "pulse-template"), runs)
@@ -133,6 +133,8 @@ def cross_domain(source: str, target: str, fractions: list[float], runs: Path,
     for fraction in fractions:
         part = [f"data.train_user_fraction={fraction}"]
         for mode, extra in (("scratch", []), ("transfer", [f"pulse.init_from={src}/model"])):
+            if mode not in modes:
+                continue
             name = f"xd-{mode}-{int(fraction * 100)}"
             result = fit_row(target, name, base + part + extra, runs)
             record(("cross_domain", f"{source}->{target}", f"{int(fraction * 100)}%", mode),
@@ -200,6 +202,8 @@ def main() -> None:
     parser.add_argument("--cross-domain", action="store_true",
                         help="beauty -> ml-100k with 10/25/100%% of the target's users")
     parser.add_argument("--fractions", type=float, nargs="*", default=[0.1, 0.25, 1.0])
+    parser.add_argument("--xd-modes", nargs="*", default=["scratch", "transfer"],
+                        choices=["scratch", "transfer"])
     parser.add_argument("--cold-start", nargs="*", default=[], choices=sorted(CONFIGS))
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench-pulse"))
     parser.add_argument("--source-runs", default=None, help="folder holding the source "
@@ -219,7 +223,7 @@ def main() -> None:
     main_rows(args.datasets, args.rows, runs)
     if args.cross_domain:
         cross_domain("beauty", "ml-100k", args.fractions, runs,
-                     Path(args.source_runs) if args.source_runs else runs)
+                     Path(args.source_runs) if args.source_runs else runs, tuple(args.xd_modes))
     for dataset in args.cold_start:
         cold_start(dataset, runs)
 
