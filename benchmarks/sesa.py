@@ -14,6 +14,7 @@ run separately (each well under 15 minutes on 1 thread here)::
 
     python benchmarks/sesa.py --task titles --models zero-shot-minilm esa-tfidf sesa-minilm
     python benchmarks/sesa.py --task related --models all
+    python benchmarks/sesa.py --table      # the README table from the JSON
 """
 
 from __future__ import annotations
@@ -147,7 +148,36 @@ def run_trained(name: str, task: str, prep: sesa.Prepared, prep_cfg: sesa.SESARu
             "grid": [_summary(c) for c in candidates], "data": m["data"]}
 
 
+def table(path: Path) -> str:
+    """The README table (test split) from the results JSON."""
+    results = json.loads(path.read_text())
+    lines = ["| task | model | selected on dev | ndcg@10 | recall@10 | mrr | concept micro-F1 "
+             "| top-5 share |", "|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for task in ("titles", "related"):
+        for name in MODELS:
+            e = results.get(task, {}).get(name)
+            if e is None:
+                continue
+            t = e["test"]
+            sel = " ".join(s.replace("model.", "").replace("concepts.", "") for s in e.get("selected", []))
+            lines.append(f"| {task} | {name} | {sel or '-'} | {fmt(t['ndcg@10'])} | "
+                         f"{fmt(t['recall@10'])} | {fmt(t['mrr'])} | {fmt(t.get('concept_micro_f1'))} "
+                         f"| {fmt(t.get('top5_share'))} |")
+            u = e.get("unconstrained_best")
+            if u and u["setting"] != e.get("selected"):
+                ut = u["test"]
+                sel = " ".join(s.replace("model.", "").replace("concepts.", "") for s in u["setting"])
+                lines.append(f"| {task} | {name} (best dev ndcg, no share floor) | {sel or '-'} | "
+                             f"{fmt(ut['ndcg@10'])} | {fmt(ut['recall@10'])} | {fmt(ut['mrr'])} | "
+                             f"{fmt(ut.get('concept_micro_f1'))} | {fmt(ut.get('top5_share'))} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if "--table" in sys.argv:
+        print(table(RESULTS))
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--task", choices=["titles", "related"], required=True)
     ap.add_argument("--models", nargs="+", default=["all"], choices=["all", *MODELS])
