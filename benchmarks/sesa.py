@@ -14,6 +14,8 @@ run separately (each well under 15 minutes on 1 thread here)::
 
     python benchmarks/sesa.py --task titles --models zero-shot-minilm esa-tfidf sesa-minilm
     python benchmarks/sesa.py --task related --models all
+    python benchmarks/sesa.py --task related --models sesa-minilm --extend \
+        --grid "train.l1_weight=0.003"      # train more settings, select again over all
     python benchmarks/sesa.py --table      # the README table from the JSON
 """
 
@@ -48,10 +50,12 @@ COMMON = {"titles": ["train.epochs=25", "train.patience=4"],
           "related": ["train.epochs=80", "train.patience=10", "train.batch_size=32"]}
 BOTH5 = ["concepts.kind=both", "concepts.min_occupations=5"]
 GRIDS = {
-    ("titles", "sesa-minilm"): [[], ["model.top_k=10"], BOTH5],
+    ("titles", "sesa-minilm"): [[], ["model.top_k=10"], BOTH5, ["train.l1_weight=0.001"],
+                                ["train.l1_weight=0.003"]],
     ("titles", "dual-minilm"): [["model.head=latent", "model.latent_dim=256"]],
     ("titles", "sesa-gru"): [["model.top_k=10"]],
-    ("related", "sesa-minilm"): [[], ["model.top_k=10"], ["model.top_k=16"], BOTH5],
+    ("related", "sesa-minilm"): [[], ["model.top_k=10"], ["model.top_k=16"], BOTH5,
+                                 ["train.l1_weight=0.003"], ["train.l1_weight=0.01"]],
     ("related", "dual-minilm"): [["model.head=latent", "model.latent_dim=128"],
                                  ["model.head=latent", "model.latent_dim=256"]],
     ("related", "sesa-gru"): [[], ["model.top_k=10"]],
@@ -111,13 +115,37 @@ def _summary(c: dict) -> dict:
             "dev_top5_share": m["dev"].get("top5_share"), "test_ndcg@10": m["test"]["ndcg@10"]}
 
 
+def _from_entry(entry: dict) -> list[dict]:
+    """Candidates of an earlier run, with full metrics where the entry kept them (its selected
+    and its unconstrained best setting: the only ones an enlarged grid can still select)."""
+    full = {json.dumps(entry["selected"]): {"dev": entry["dev"], "test": entry["test"],
+                                             "best_epoch": entry["best_epoch"],
+                                             "epochs_run": entry["epochs_run"],
+                                             "seconds_per_epoch": entry["seconds_per_epoch"],
+                                             "train_seconds": entry["train_seconds"],
+                                             "data": entry["data"]}}
+    u = entry.get("unconstrained_best")
+    if u is not None:
+        full.setdefault(json.dumps(u["setting"]), u.get("full") or {
+            "dev": {"ndcg@10": u["dev_ndcg@10"], "top5_share": u["dev_top5_share"]},
+            "test": u["test"]})
+    out = []
+    for g in entry["grid"]:
+        m = full.get(json.dumps(g["setting"])) or {
+            "dev": {"ndcg@10": g["dev_ndcg@10"], "top5_share": g["dev_top5_share"]},
+            "test": {"ndcg@10": g["test_ndcg@10"]}, "partial": True}
+        out.append({"setting": g["setting"], "metrics": m})
+    return out
+
+
 def run_trained(name: str, task: str, prep: sesa.Prepared, prep_cfg: sesa.SESARunConfig,
-                extra: list[str]) -> dict:
+                extra: list[str], settings: list[list[str]] | None = None,
+                previous: dict | None = None) -> dict:
     base = [f"data.task={task}", *COMMON[task]]
     if name == "sesa-gru":
         base += GRU_EXTRA[task]
-    candidates = []
-    for setting in GRIDS[(task, name)]:
+    candidates = _from_entry(previous) if previous else []
+    for setting in settings if settings is not None else GRIDS[(task, name)]:
         cfg = sesa.load_config(None, base + setting + extra)
         started = time.perf_counter()
         p = None
@@ -140,11 +168,17 @@ def run_trained(name: str, task: str, prep: sesa.Prepared, prep_cfg: sesa.SESARu
         else:
             rule = f"best dev ndcg@10 (no setting reached dev top5_share >= {SHARE_FLOOR})"
     m = best["metrics"]
+    if m.get("partial") or "recall@10" not in unconstrained["metrics"]["test"]:
+        raise SystemExit(f"{name}: selection fell on a setting without stored metrics; rerun "
+                         "the whole grid")
     return {"dev": m["dev"], "test": m["test"], "selected": best["setting"], "selection": rule,
             "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"],
             "seconds_per_epoch": m["seconds_per_epoch"], "train_seconds": m["train_seconds"],
             "base_settings": base + extra,
-            "unconstrained_best": {**_summary(unconstrained), "test": unconstrained["metrics"]["test"]},
+            "unconstrained_best": {**_summary(unconstrained), "test": unconstrained["metrics"]["test"],
+                                   "full": {k: v for k, v in unconstrained["metrics"].items()
+                                            if k in ("dev", "test", "best_epoch", "epochs_run",
+                                                     "seconds_per_epoch", "train_seconds", "data")}},
             "grid": [_summary(c) for c in candidates], "data": m["data"]}
 
 
@@ -183,6 +217,10 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["all"], choices=["all", *MODELS])
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value settings for every fit")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--grid", action="append", default=None, help="train only this setting "
+                    "(space-separated key=value; repeatable) instead of the built-in grid")
+    ap.add_argument("--extend", action="store_true", help="add the --grid settings to the "
+                    "model's earlier grid in the JSON and select again over all of them")
     args = ap.parse_args()
     set_threads(1)
     models = MODELS if "all" in args.models else args.models
@@ -209,9 +247,15 @@ def main() -> None:
             entry = {split: fixed_scores_metrics(prep, q, d, split, True)
                      for split in ("dev", "test")}
         else:
-            entry = run_trained(name, args.task, prep, cfg, args.set)
+            settings = [g.split() for g in args.grid] if args.grid else None
+            previous = block.get(name) if args.extend else None
+            if args.extend and previous is None:
+                raise SystemExit(f"--extend: no earlier {args.task}/{name} entry in {args.out}")
+            entry = run_trained(name, args.task, prep, cfg, args.set, settings, previous)
+            if previous:
+                entry["seconds"] = previous.get("seconds", 0)
         entry["model"] = name
-        entry["seconds"] = round(time.perf_counter() - started, 1)
+        entry["seconds"] = round(entry.get("seconds", 0) + time.perf_counter() - started, 1)
         block[name] = entry
         print(f"  test ndcg@10 {entry['test']['ndcg@10']:.4f}  recall@10 "
               f"{entry['test']['recall@10']:.4f}  mrr {entry['test']['mrr']:.4f}", flush=True)

@@ -91,6 +91,8 @@ class SESATrain(_Strict):
     negatives: Literal["all", "in_batch"] = Field("all", description="items scored per step: "
                                                   "every item, or the batch's relevant items")
     list_size: int = Field(64, ge=2, description="ranknet: items per sampled list")
+    l1_weight: float = Field(0.0, ge=0, description="L1 penalty on concept activations "
+                             "(mean over texts of sum_c e_c): fewer, stronger concepts")
     patience: int = Field(5, ge=1, description="epochs without a better dev ndcg@10")
     seed: int = 42
     threads: int = Field(1, ge=1)
@@ -377,6 +379,9 @@ def _lightning_module(model: SESA, prep: Prepared, cfg: SESARunConfig):
                 loss = loss + t.concept_weight * (cq + cd) / 2
                 self.log("train/concept", (cq + cd) / 2, on_step=False, on_epoch=True,
                          batch_size=len(idx))
+            if self.model.explicit and t.l1_weight > 0:
+                eq, ed = self.model.activate(q_logits), self.model.activate(d_logits)
+                loss = loss + t.l1_weight * (eq.sum(1).mean() + ed.sum(1).mean()) / 2
             self.log("train/rank", rank, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(idx))
             return loss
 

@@ -131,6 +131,15 @@ def test_gru_related_fit(tmp_path):
         sesa.explain(art, "word " * 65, item)
 
 
+def test_l1_penalty_makes_fewer_active_concepts():
+    active = {}
+    for l1 in (0.0, 0.5):
+        cfg = sesa.load_config(None, TINY_MINILM + ["train.epochs=1", f"train.l1_weight={l1}"])
+        _, metrics = sesa.fit(cfg, save=False)
+        active[l1] = metrics["dev"]["active_concepts_per_query"]
+    assert active[0.5] < 0.5 * active[0.0]
+
+
 def test_latent_baseline_cannot_explain(tmp_path):
     cfg = sesa.load_config(None, TINY_GRU + ["model.head=latent", "train.epochs=1",
                                              f"output_dir={tmp_path / 'dual'}"])
