@@ -141,8 +141,12 @@ def cross_domain(source: str, target: str, fractions: list[float], runs: Path,
                    result)
 
 
-def cold_start(dataset: str, runs: Path, fraction: float = 0.1) -> None:
-    for row in ("sasrec-ce", "pulse-text", "pulse-template"):
+COLD_ROWS = ["sasrec-ce", "pulse-text", "pulse-template"]
+
+
+def cold_start(dataset: str, runs: Path, rows: list[str] = COLD_ROWS,
+               fraction: float = 0.1) -> None:
+    for row in rows:
         settings = row_settings(dataset, row) + [f"data.cold_items={fraction}"]
         record(("cold_start", dataset, row), fit_row(dataset, f"cold-{row}", settings, runs))
 
@@ -205,6 +209,7 @@ def main() -> None:
     parser.add_argument("--xd-modes", nargs="*", default=["scratch", "transfer"],
                         choices=["scratch", "transfer"])
     parser.add_argument("--cold-start", nargs="*", default=[], choices=sorted(CONFIGS))
+    parser.add_argument("--cold-rows", nargs="*", default=COLD_ROWS, choices=COLD_ROWS)
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench-pulse"))
     parser.add_argument("--source-runs", default=None, help="folder holding the source "
                         "domain's <dataset>-pulse-template run (default: --runs)")
@@ -225,7 +230,7 @@ def main() -> None:
         cross_domain("beauty", "ml-100k", args.fractions, runs,
                      Path(args.source_runs) if args.source_runs else runs, tuple(args.xd_modes))
     for dataset in args.cold_start:
-        cold_start(dataset, runs)
+        cold_start(dataset, runs, args.cold_rows)
 
 
 if __name__ == "__main__":
