@@ -190,4 +190,4 @@ def rationale_table(store: RationaleStore, dataset: str) -> pl.DataFrame:
             "prompt_version", "history_hash", "attempts", "score", "method"]
     if not rows:
         return pl.DataFrame(schema={k: pl.String for k in keep})
-    return pl.DataFrame([{k: r[k] for k in keep} for r in rows])
+    return pl.DataFrame([{k: r[k] for k in keep} for r in rows], infer_schema_length=None)
