@@ -185,16 +185,22 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def validate(tree: dict, source: str = "config") -> RunConfig:
+def validate_as(model: type[BaseModel], tree: dict, source: str = "config",
+                what: str = "config"):
+    """``model.model_validate(tree)``; errors become one ConfigError naming every bad key."""
     try:
-        return RunConfig.model_validate(tree)
+        return model.model_validate(tree)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             lines.append(f"{loc}: {msg}")
-        raise ConfigError(f"{source}: invalid config: " + "; ".join(lines)) from None
+        raise ConfigError(f"{source}: invalid {what}: " + "; ".join(lines)) from None
+
+
+def validate(tree: dict, source: str = "config") -> RunConfig:
+    return validate_as(RunConfig, tree, source)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from rankpref.data import rated
 from rankpref.errors import ConfigError, DataError, RankprefError
@@ -125,15 +125,9 @@ class RankConfig(_Strict):
 
 
 def validate_rank_config(tree: dict, source: str = "config") -> RankConfig:
-    try:
-        return RankConfig.model_validate(tree)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            lines.append(f"{loc}: {msg}")
-        raise ConfigError(f"{source}: invalid config: " + "; ".join(lines)) from None
+    from rankpref.config import validate_as
+
+    return validate_as(RankConfig, tree, source)
 
 
 def load_rank_config(path: str | Path | None = None,
@@ -210,9 +204,9 @@ def check_loss_config(cfg: RankLossConfig) -> None:
 def _lightning():
     import lightning as L
 
-    from rankpref.training import _quiet_lightning  # hide the hardware banner and tips
+    from rankpref.training import quiet_lightning  # hide the hardware banner and tips
 
-    _quiet_lightning()
+    quiet_lightning()
     return L
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from rankpref.concepts import ConceptVocabulary
 from rankpref.data import onet
@@ -115,14 +115,9 @@ class SESARunConfig(_Strict):
 
 
 def validate_config(tree: dict, source: str = "config") -> SESARunConfig:
-    try:
-        return SESARunConfig.model_validate(tree)
-    except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            parts.append(f"{loc}: {'unknown key' if err['type'] == 'extra_forbidden' else err['msg']}")
-        raise ConfigError(f"{source}: invalid SESA config: " + "; ".join(parts)) from None
+    from rankpref.config import validate_as
+
+    return validate_as(SESARunConfig, tree, source, "SESA config")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SESARunConfig:
@@ -429,10 +424,10 @@ def fit(cfg: SESARunConfig, prep: Prepared | None = None, save: bool = True) -> 
     from torch.utils.data import DataLoader, TensorDataset
 
     from rankpref.settings import set_threads
-    from rankpref.training import _quiet_lightning
+    from rankpref.training import quiet_lightning
 
     set_threads(cfg.train.threads)
-    _quiet_lightning()
+    quiet_lightning()
     L.seed_everything(cfg.train.seed, verbose=False)
     prep = prep or prepare(cfg)
     if len(prep.task.indices("dev")) == 0 or len(prep.task.indices("train")) == 0:

@@ -38,7 +38,7 @@ class _DropNoise(logging.Filter):
         return not str(record.getMessage()).startswith(_NOISE)
 
 
-def _quiet_lightning() -> None:
+def quiet_lightning() -> None:
     """Hide Lightning's hardware banner and tips (resume and DDP messages stay visible)."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
@@ -277,7 +277,7 @@ def fit(cfg: RunConfig, dataset: PreparedDataset | None = None) -> Path | None:
     process of global rank 0 evaluates and writes it, the others return None.
     """
     set_threads(cfg.train.threads)
-    _quiet_lightning()
+    quiet_lightning()
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     dataset = dataset or prepare(cfg.data)
     split, cold = training_split(dataset, cfg.data)
