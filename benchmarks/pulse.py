@@ -199,6 +199,15 @@ def tot_report(dataset: str, space_dir: Path, cache: Path) -> None:
           f"{float(plain_s.mean()):.3f} -> ToT {float(tot_s.mean()):.3f}; wrote {path}")
 
 
+def variant(dataset: str, spec: str, runs: Path) -> None:
+    """``name=base_row:key=value,key=value``: a base row with extra settings, recorded under
+    ``variants`` (compare on valid; the main rows keep the shared settings)."""
+    name, rest = spec.split("=", 1)
+    base, _, extra = rest.partition(":")
+    settings = row_settings(dataset, base) + [kv for kv in extra.split(",") if kv]
+    record(("variants", dataset, name), fit_row(dataset, name, settings, runs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="*", default=[], choices=sorted(CONFIGS))
@@ -220,7 +229,14 @@ def main() -> None:
                                                        "beauty-smollm2"))
     parser.add_argument("--cache", default=str(ROOT / ".cache" / "rankpref" /
                                                "rationales.sqlite"))
+    parser.add_argument("--variant", nargs="*", default=[],
+                        help="name=base_row:key=value,... on each of --datasets")
     args = parser.parse_args()
+    for spec in args.variant:
+        for dataset in args.datasets:
+            variant(dataset, spec, Path(args.runs))
+    if args.variant:
+        return
     if args.tot_report:
         tot_report(args.tot_report, Path(args.thought_space), Path(args.cache))
     runs = Path(args.runs)

@@ -16,7 +16,9 @@ def main_table(data: dict) -> list[str]:
              "|---" * (len(COLS) + 6) + "|"]
     for dataset, rows in data.get("main", {}).items():
         base = rows.get("sasrec-ce", {}).get("test", {}).get("ndcg@10")
-        for name, r in rows.items():
+        order = ["sasrec-ce", "pulse-text", "pulse-template", "pulse-smollm2", "pulse-smollm2-tot"]
+        for name, r in sorted(rows.items(), key=lambda kv: order.index(kv[0])
+                              if kv[0] in order else len(order)):
             if "skipped" in r:
                 lines.append(f"| {dataset} | {name} | not run: {r['skipped']} |")
                 continue
@@ -55,5 +57,6 @@ def cold_table(data: dict) -> list[str]:
 
 if __name__ == "__main__":
     data = json.loads(RESULTS.read_text())
-    for table in (main_table(data), cross_table(data), cold_table(data)):
+    variants = {"main": data.get("variants", {})}
+    for table in (main_table(data), main_table(variants), cross_table(data), cold_table(data)):
         print("\n".join(table) + "\n")
