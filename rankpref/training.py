@@ -217,11 +217,13 @@ class EpochTimer(Callback):
 def _check_resumable(run_dir: Path, cfg: RunConfig) -> None:
     """Refuse to resume a run folder that was started with different data or model settings."""
     saved = run_dir / "run_config.json"
-    current = {"data": cfg.data.model_dump(), "model": cfg.model.model_dump()}
+    current = {"data": cfg.data.model_dump(), "model": cfg.model.model_dump(),
+               "pulse": cfg.pulse.model_dump()}
     if saved.exists():
         previous = json.loads(saved.read_text("utf-8"))
         if previous != current:
-            raise ConfigError(f"{run_dir}: holds a run with other data/model settings; choose "
+            raise ConfigError(f"{run_dir}: holds a run with other data/model settings (pulse "
+                              "included); choose "
                               "another output_dir or set train.resume=false")
     else:
         with atomic_path(saved) as tmp:
