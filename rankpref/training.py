@@ -280,6 +280,9 @@ def fit(cfg: RunConfig, dataset: PreparedDataset | None = None) -> Path | None:
     """
     set_threads(cfg.train.threads)
     quiet_lightning()
+    if cfg.data.cold_items > 0 and cfg.model.loss != "ce":
+        raise ConfigError("data.cold_items needs model.loss=ce (sampled negatives would "
+                          "include the held-out items)")
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     dataset = dataset or prepare(cfg.data)
     split, cold = training_split(dataset, cfg.data)

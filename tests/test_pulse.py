@@ -378,3 +378,10 @@ def test_items_without_text(demo):
                                   *TINY])
     model, _, _, _ = setup_pulse(ids_only, bare, split, np.zeros(0, dtype=np.int64))
     assert not model.cfg.use_text
+
+
+def test_cold_items_need_the_full_softmax(tmp_path):
+    cfg = load_config(None, ["data.name=demo", "data.cold_items=0.1", "model.loss=bce",
+                             f"output_dir={tmp_path}", *TINY])
+    with pytest.raises(ConfigError, match="cold_items needs model.loss=ce"):
+        fit(cfg)
