@@ -232,15 +232,15 @@ def main() -> None:
     parser.add_argument("--variant", nargs="*", default=[],
                         help="name=base_row:key=value,... on each of --datasets")
     args = parser.parse_args()
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
     for spec in args.variant:
         for dataset in args.datasets:
-            variant(dataset, spec, Path(args.runs))
+            variant(dataset, spec, runs)
     if args.variant:
         return
     if args.tot_report:
         tot_report(args.tot_report, Path(args.thought_space), Path(args.cache))
-    runs = Path(args.runs)
-    runs.mkdir(parents=True, exist_ok=True)
     main_rows(args.datasets, args.rows, runs)
     if args.cross_domain:
         cross_domain("beauty", "ml-100k", args.fractions, runs,
