@@ -57,6 +57,8 @@ def cold_table(data: dict) -> list[str]:
 
 if __name__ == "__main__":
     data = json.loads(RESULTS.read_text())
-    variants = {"main": data.get("variants", {})}
-    for table in (main_table(data), main_table(variants), cross_table(data), cold_table(data)):
+    tables = [main_table(data)]
+    if data.get("variants"):
+        tables.append(main_table({"main": data["variants"]}))
+    for table in (*tables, cross_table(data), cold_table(data)):
         print("\n".join(table) + "\n")
