@@ -31,8 +31,11 @@ OUTPUT = ROOT / "benchmarks" / "results" / "pulse.json"
 CONFIGS = {"beauty": ROOT / "benchmarks" / "configs" / "pulse_beauty.yaml",
            "ml-100k": ROOT / "benchmarks" / "configs" / "pulse_ml100k.yaml"}
 RATIONALES = ROOT / "datasets" / "rationales"
+# ml-100k rationales quote MovieLens titles and ratings (research use only), so they are not
+# shipped: they are read from the generation cache that this command fills:
+#   rankpref rationales generate --data ml-100k --backend transformers --shard 0/2 (and 1/2)
 SMOLLM2 = {"beauty": RATIONALES / "beauty_smollm2.parquet",
-           "ml-100k": RATIONALES / "ml-100k_smollm2.parquet"}
+           "ml-100k": ROOT / ".cache" / "rankpref" / "rationales.sqlite"}
 TOT = {"beauty": RATIONALES / "beauty_smollm2_tot.parquet"}
 
 
