@@ -385,3 +385,27 @@ def test_cold_items_need_the_full_softmax(tmp_path):
                              f"output_dir={tmp_path}", *TINY])
     with pytest.raises(ConfigError, match="cold_items needs model.loss=ce"):
         fit(cfg)
+
+
+def test_sqlite_cache_with_plain_and_scored_rows(demo, tmp_path):
+    """A generation cache mixing plain rows (no score) and ToT rows (scored) is read, and the
+    scored row wins for its user."""
+    from rankpref.rationales.cache import RationaleStore
+
+    _, ds, split = demo
+    table = template_table(ds, split).head(150)  # > polars' default schema inference rows
+    store = RationaleStore(tmp_path / "r.sqlite")
+    rows = [{"key": f"k{i}", "dataset": "demo", "user_id": u, "history_hash": "h",
+             "model": "m", "backend": "b", "prompt_version": "p", "chosen_item": c,
+             "rationale": t, "attempts": 1} for i, (u, c, t) in enumerate(table.iter_rows())]
+    u, c, _ = table.row(0)
+    rows.append({"key": "tot", "dataset": "demo", "user_id": u, "history_hash": "h",
+                 "model": "m", "backend": "b", "prompt_version": "p-tot", "chosen_item": c,
+                 "rationale": "a refined chain of thoughts about this shopper", "attempts": 9,
+                 "score": 0.5, "method": "tot"})
+    store.add(rows)
+    store.close()
+    signal = rationale_signal(str(tmp_path / "r.sqlite"), "demo", ds, split)
+    assert signal.counts["users_with_rationale"] == 150
+    used = dict(zip(signal.table["user_id"].to_list(), signal.table["rationale"].to_list()))
+    assert used[u] == "a refined chain of thoughts about this shopper"

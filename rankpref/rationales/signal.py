@@ -52,7 +52,8 @@ def read_rationale_file(path: str | Path, dataset_name: str, model: str | None =
             rows = store.rows()
         finally:
             store.close()
-        frame = pl.DataFrame(rows) if rows else pl.DataFrame(schema={c: pl.String for c in REQUIRED})
+        frame = (pl.DataFrame(rows, infer_schema_length=None) if rows
+                 else pl.DataFrame(schema={c: pl.String for c in REQUIRED}))
     else:
         raise DataError("a rationale file must be .parquet (rankpref rationales export) or "
                         ".sqlite (the generation cache)", path=path)
