@@ -181,7 +181,9 @@ class TextEncoder:
 
     @property
     def dimension(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+        model = self.model
+        get = getattr(model, "get_embedding_dimension", None)  # newer sentence-transformers
+        return int(get() if get else model.get_sentence_embedding_dimension())
 
     def _encode_uncached(self, texts: list[str]) -> np.ndarray:
         vectors = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
