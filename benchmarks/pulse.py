@@ -36,7 +36,8 @@ RATIONALES = ROOT / "datasets" / "rationales"
 #   rankpref rationales generate --data ml-100k --backend transformers --shard 0/2 (and 1/2)
 SMOLLM2 = {"beauty": RATIONALES / "beauty_smollm2.parquet",
            "ml-100k": ROOT / ".cache" / "rankpref" / "rationales.sqlite"}
-TOT = {"beauty": RATIONALES / "beauty_smollm2_tot.parquet"}
+TOT = {"beauty": RATIONALES / "beauty_smollm2_tot.parquet",
+       "ml-100k": ROOT / ".cache" / "rankpref" / "ml-100k_smollm2_tot.parquet"}  # not shipped
 
 
 def row_settings(dataset: str, row: str) -> list[str] | None:
@@ -172,7 +173,9 @@ def tot_report(dataset: str, space_dir: Path, cache: Path) -> None:
     store = RationaleStore(cache)
     table = rationale_table(store, dataset)
     tot = table.filter(pl.col("method") == "tot")
-    plain = pl.read_parquet(SMOLLM2[dataset])
+    plain = table.filter(pl.col("method") != "tot")
+    if SMOLLM2[dataset].suffix == ".parquet":
+        plain = pl.read_parquet(SMOLLM2[dataset])
     merged = tot.join(plain.select("user_id", pl.col("rationale").alias("plain")), on="user_id")
     cfg = load_config(None, [f"data.name={dataset}"])
     ds = prepare(cfg.data, quiet=True)
