@@ -198,9 +198,11 @@ def tot_report(dataset: str, space_dir: Path, cache: Path) -> None:
         "mean_score_tot": round(float(tot_s.mean()), 4),
         "users_where_tot_scores_higher": int((tot_s > plain_s).sum()),
         "rationale_file": str(path.relative_to(ROOT)),
+        # examples only where the rationales themselves are shipped (not MovieLens text)
         "examples": [{"user_id": u, "plain": p_, "tot": t_} for u, p_, t_ in
                      zip(users[:3], merged["plain"].to_list()[:3],
-                         merged["rationale"].to_list()[:3])]})
+                         merged["rationale"].to_list()[:3])] if path.is_relative_to(RATIONALES)
+        else []})
     print(f"ToT {dataset}: {len(users)} users, mean thought-space score plain "
           f"{float(plain_s.mean()):.3f} -> ToT {float(tot_s.mean()):.3f}; wrote {path}")
 
