@@ -215,7 +215,7 @@ def rationales_generate(
     """Generate (and cache) one rationale per user; resumes where a previous run stopped."""
     from rankpref.data.datasets import prepare as run_prepare
     from rankpref.data.splits import make_split
-    from rankpref.rationales.backends import make_backend
+    from rankpref.rationales.backends import backend_options, make_backend
     from rankpref.rationales.cache import RationaleStore
     from rankpref.rationales.generate import generate_rationales
 
@@ -226,16 +226,9 @@ def rationales_generate(
     except ValueError:
         raise RankprefError(f"--shard must be K/N with 0 <= K < N, got {shard!r}") from None
     cfg = _config(config, data, set_)
-    options: dict = {}
-    if backend == "transformers":
-        options = {"batch_size": batch_size, "threads": threads,
-                   "max_new_tokens": max_new_tokens, "seed": seed, "dtype": dtype}
-    elif backend == "llama-cpp":
-        options = {"threads": threads, "max_new_tokens": max_new_tokens, "seed": seed}
-    elif backend == "openai":
-        options = {"base_url": base_url, "api_key": api_key, "timeout": timeout,
-                   "max_new_tokens": max_new_tokens}
-    engine = make_backend(backend, model, **options)
+    engine = make_backend(backend, model, **backend_options(
+        backend, max_new_tokens=max_new_tokens, batch_size=batch_size, threads=threads,
+        seed=seed, dtype=dtype, base_url=base_url, api_key=api_key, timeout=timeout))
     ds = run_prepare(cfg.data, quiet=True)
     split = make_split(ds.interactions, cfg.data.split, cfg.data.valid_fraction,
                        cfg.data.test_fraction)
@@ -316,7 +309,7 @@ def rationales_refine(
 
     from rankpref.data.datasets import prepare as run_prepare
     from rankpref.models.thought_space import load_thought_space
-    from rankpref.rationales.backends import make_backend
+    from rankpref.rationales.backends import backend_options, make_backend
     from rankpref.rationales.cache import RationaleStore
     from rankpref.rationales.generate import ItemInfo, select_users, training_examples
     from rankpref.rationales.tot import ToTSettings, refine_into_store
@@ -327,12 +320,9 @@ def rationales_refine(
     cfg = _config(config, data, set_)
     settings = ToTSettings(depth, branching, beam)
     space = load_thought_space(thought_space)
-    options = {"max_new_tokens": max_new_tokens}
-    if backend == "transformers":
-        options.update(batch_size=batch_size, threads=threads, seed=seed)
-    elif backend == "openai":
-        options.update(base_url=base_url)
-    engine = make_backend(backend, model, **options)
+    engine = make_backend(backend, model, **backend_options(
+        backend, max_new_tokens=max_new_tokens, batch_size=batch_size, threads=threads,
+        seed=seed, base_url=base_url))
     ds = run_prepare(cfg.data, quiet=True)
     split, _ = training_split(ds, cfg.data)
     name = cfg.data.name or Path(cfg.data.path).stem

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,9 +73,11 @@ class Recommender:
         vectors = text_encoder(self.cfg, progress=False).encode(texts)
         return model.text_query(torch.from_numpy(vectors)).numpy()
 
+    @functools.cached_property
+    def _item_index(self) -> dict[str, int]:
+        return self.vocab.item_index()  # built once: ~2 ms on Beauty
+
     def item_indices(self, item_ids: list[str]) -> list[int]:
-        if getattr(self, "_item_index", None) is None:  # built once: ~2 ms on Beauty
-            self._item_index = self.vocab.item_index()
         index = self._item_index
         unknown = [i for i in item_ids if i not in index]
         if unknown:

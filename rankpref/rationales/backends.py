@@ -284,6 +284,22 @@ class OpenAIBackend(Backend):
         return out
 
 
+def backend_options(name: str, *, max_new_tokens: int = 150, batch_size: int = 8,
+                    threads: int = 1, seed: int = 0, dtype: str = "auto",
+                    base_url: str | None = None, api_key: str | None = None,
+                    timeout: float = 60.0) -> dict:
+    """The keyword arguments that backend ``name`` takes, from one set of CLI settings."""
+    if name == "transformers":
+        return {"batch_size": batch_size, "threads": threads, "max_new_tokens": max_new_tokens,
+                "seed": seed, "dtype": dtype}
+    if name == "llama-cpp":
+        return {"threads": threads, "max_new_tokens": max_new_tokens, "seed": seed}
+    if name == "openai":
+        return {"base_url": base_url, "api_key": api_key, "timeout": timeout,
+                "max_new_tokens": max_new_tokens}
+    return {}
+
+
 def make_backend(name: str, model: str | None = None, **options) -> Backend:
     if name == "template":
         return TemplateBackend()

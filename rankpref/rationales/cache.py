@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS skips (
 
 COLUMNS = ("key", "dataset", "user_id", "history_hash", "model", "backend", "prompt_version",
            "chosen_item", "rationale", "raw", "attempts", "score", "method", "created")
+NUMERIC = {"attempts": "Int64", "score": "Float64", "created": "Float64"}
 
 
 def history_hash(history_ids: list[str], chosen_id: str) -> str:
@@ -112,6 +113,15 @@ class RationaleStore:
         cur = self.conn.execute(q + " ORDER BY created, key", args)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur]
+
+    def frame(self, dataset: str | None = None):
+        """The rows as a polars frame with a fixed schema (NULL scores of plain rows and float
+        scores of ToT rows in one column, whatever their order)."""
+        import polars as pl
+
+        schema = {c: getattr(pl, NUMERIC.get(c, "String")) for c in COLUMNS}
+        return pl.DataFrame(self.rows(dataset=dataset), schema=schema, orient="row"
+                            ) if self.count(dataset) else pl.DataFrame(schema=schema)
 
     def count(self, dataset: str | None = None) -> int:
         if dataset is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rankpref.rationales.backends import make_backend
+from rankpref.rationales.backends import backend_options, make_backend
 from rankpref.rationales.prompts import HistoryItem, build_messages, parse_rationale
 
 
@@ -28,8 +28,7 @@ def fresh_rationales(rec, history: list[int], recommended: list[int], backend: s
         return items.get(i) or HistoryItem(f"item {rec.vocab.items[i]}")
 
     past = [item(i) for i in history]
-    options = {"base_url": base_url} if backend == "openai" else {}
-    slm = make_backend(backend, model, **options)
+    slm = make_backend(backend, model, **backend_options(backend, base_url=base_url))
     messages = [build_messages(past, item(i)) for i in recommended]
     raw = slm.generate(messages, [(past, item(i)) for i in recommended])
     return [parse_rationale(text) for text in raw]

@@ -185,9 +185,6 @@ def generate_rationales(dataset_name: str, dataset: PreparedDataset, split: Spli
 
 
 def rationale_table(store: RationaleStore, dataset: str) -> pl.DataFrame:
-    rows = store.rows(dataset=dataset)
-    keep = ["dataset", "user_id", "chosen_item", "rationale", "model", "backend",
-            "prompt_version", "history_hash", "attempts", "score", "method"]
-    if not rows:
-        return pl.DataFrame(schema={k: pl.String for k in keep})
-    return pl.DataFrame([{k: r[k] for k in keep} for r in rows], infer_schema_length=None)
+    return store.frame(dataset).select("dataset", "user_id", "chosen_item", "rationale",
+                                       "model", "backend", "prompt_version", "history_hash",
+                                       "attempts", "score", "method")

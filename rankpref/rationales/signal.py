@@ -49,11 +49,9 @@ def read_rationale_file(path: str | Path, dataset_name: str, model: str | None =
 
         store = RationaleStore(path)
         try:
-            rows = store.rows()
+            frame = store.frame()
         finally:
             store.close()
-        frame = (pl.DataFrame(rows, infer_schema_length=None) if rows
-                 else pl.DataFrame(schema={c: pl.String for c in REQUIRED}))
     else:
         raise DataError("a rationale file must be .parquet (rankpref rationales export) or "
                         ".sqlite (the generation cache)", path=path)

@@ -56,13 +56,13 @@ def refine(examples: list[UserExample], info: ItemInfo, backend, space, encoder,
            behaviours: dict[str, str], settings: ToTSettings) -> list[dict]:
     """Beam search for each user (all users' expansions of a step in one generation call).
     Returns one dict per user: user_id, chosen, rationale, score, candidates scored."""
+    with torch.no_grad():  # every user's behaviour vector in one encoder call
+        b_vecs = space.behaviour(torch.from_numpy(
+            encoder.encode([behaviours[ex.user_id] for ex in examples])))
     states = []
-    for ex in examples:
+    for ex, b_vec in zip(examples, b_vecs):
         history = [info.item(ex.user_idx, i) for i in ex.history]
         chosen = info.item(ex.user_idx, ex.chosen, with_feedback=False)
-        target = torch.from_numpy(encoder.encode([behaviours[ex.user_id]]))
-        with torch.no_grad():
-            b_vec = space.behaviour(target)[0]
         states.append({"ex": ex, "history": history, "chosen": chosen, "b": b_vec,
                        "beam": [([], float("-inf"))], "scored": 0})
     for _ in range(settings.depth):
