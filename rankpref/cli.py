@@ -61,7 +61,9 @@ def fit(data: Optional[str] = DATA_OPT, config: Optional[Path] = CONFIG_OPT,
         model: Optional[str] = typer.Option(None, "--model", help="sasrec (default) or pulse"),
         loss: Optional[str] = typer.Option(None, help="ce (default), bce or sampled_softmax"),
         out: Optional[Path] = typer.Option(None, "--out", help="run folder"),
-        epochs: Optional[int] = typer.Option(None, help="maximum epochs")):
+        epochs: Optional[int] = typer.Option(None, help="maximum epochs"),
+        plot: bool = typer.Option(False, "--plot", help="also write training curves (loss, "
+                                  "valid metrics) to <run>/training_curves.png")):
     """Train a model; keeps the best valid epoch and writes an artifact folder."""
     from rankpref.training import fit as run_fit
 
@@ -81,28 +83,73 @@ def fit(data: Optional[str] = DATA_OPT, config: Optional[Path] = CONFIG_OPT,
         _print_metrics(f"valid ({metrics['protocol']} ranking)", metrics["valid"])
         _print_metrics(f"test ({metrics['protocol']} ranking)", metrics["test"])
         typer.echo(f"artifact: {artifact}")
+        if plot:
+            from rankpref.plots import plot_training_curves
+
+            typer.echo(f"training curves: {plot_training_curves(cfg.run_dir(), monitor=cfg.eval.monitor)}")
 
 
 @app.command()
 @_friendly
-def evaluate(artifact: Path = typer.Option(..., help="artifact or run folder"),
+def evaluate(artifact: List[Path] = typer.Option(..., help="artifact or run folder; repeat "
+                                                 "to compare runs"),
              split: str = typer.Option("test", help="valid, test or both"),
              protocol: Optional[str] = typer.Option(None, help="full (default) or sampled_<N>"),
              mask_history: Optional[bool] = typer.Option(
                  None, "--mask-history/--no-mask-history",
                  help="exclude the user's own history from the ranking (off = RecBole's way)"),
              output: Optional[Path] = typer.Option(None, help="also write the metrics JSON here"),
+             plot: bool = typer.Option(False, "--plot", help="write a bar chart of the runs' "
+                                       "recall@k and ndcg@k"),
+             plot_file: Optional[Path] = typer.Option(None, help="where --plot writes (default: "
+                                                      "the --output path with .png, else "
+                                                      "./evaluation.png)"),
              set_: Optional[List[str]] = SET_OPT):
-    """Evaluate an artifact by full ranking on its dataset's valid/test split."""
+    """Evaluate artifacts by full ranking on their dataset's valid/test split."""
+    from rankpref.io import write_json
+
+    if split not in ("valid", "test", "both"):
+        raise RankprefError(f"--split must be valid, test or both, got {split!r}")
+    splits = ["valid", "test"] if split == "both" else [split]
+    results: dict[str, dict] = {}
+    for path in artifact:
+        name = _run_name(path, results)
+        if len(artifact) > 1:
+            typer.echo(f"== {name} ({path})")
+        results[name] = _evaluate_one(path, splits, protocol, mask_history, list(set_ or []))
+    if output:
+        write_json(output, next(iter(results.values())) if len(results) == 1 else
+                   {"runs": results})
+    if plot:
+        from rankpref.plots import plot_metric_bars
+
+        bars = {name: {f"{s} {m}": v for s in splits for m, v in r[s].items()
+                       if m.startswith(("recall@", "ndcg@"))} for name, r in results.items()}
+        first = next(iter(results.values()))
+        target = plot_file or (output.with_suffix(".png") if output else Path("evaluation.png"))
+        title = (f"{first['dataset']}: {first['protocol']} ranking, mask_history="
+                 f"{first['mask_history']}")
+        typer.echo(f"plot: {plot_metric_bars(bars, target, title=title)}")
+
+
+def _run_name(path: Path, taken: dict) -> str:
+    """A short, unique label for a run: its run folder's name."""
+    path = Path(path)
+    name = path.parent.name if path.name == "model" else path.name
+    label, n = name or str(path), 2
+    while label in taken:
+        label, n = f"{name} ({n})", n + 1
+    return label
+
+
+def _evaluate_one(artifact: Path, splits: list[str], protocol: Optional[str],
+                  mask_history: Optional[bool], sets: list[str]) -> dict:
     from rankpref.config import apply_overrides
     from rankpref.evaluation import parse_protocol
-    from rankpref.io import write_json
     from rankpref.recommend import Recommender
     from rankpref.settings import set_threads
     from rankpref.training import eval_datamodule, evaluate_model
 
-    if split not in ("valid", "test", "both"):
-        raise RankprefError(f"--split must be valid, test or both, got {split!r}")
     rec = Recommender.load(artifact)
     cfg = rec.cfg
     updates = []
@@ -110,20 +157,19 @@ def evaluate(artifact: Path = typer.Option(..., help="artifact or run folder"),
         updates.append(f"eval.protocol={protocol}")
     if mask_history is not None:
         updates.append(f"eval.mask_history={str(mask_history).lower()}")
-    if updates or set_:
-        cfg = apply_overrides(cfg, updates + list(set_ or []))
+    if updates or sets:
+        cfg = apply_overrides(cfg, updates + sets)
     parse_protocol(cfg.eval.protocol)
     set_threads(cfg.train.threads)
     dm = eval_datamodule(cfg, rec.vocab)
-    result = {"dataset": rec.metrics.get("dataset"), "model": cfg.model.name, "loss": cfg.model.loss,
-              "split": cfg.data.split, "protocol": cfg.eval.protocol,
+    result = {"dataset": rec.metrics.get("dataset"), "model": cfg.model.name,
+              "loss": cfg.model.loss, "split": cfg.data.split, "protocol": cfg.eval.protocol,
               "mask_history": cfg.eval.mask_history, "ks": cfg.eval.ks}
-    for name in (["valid", "test"] if split == "both" else [split]):
+    for name in splits:
         result[name] = evaluate_model(rec.model, dm, cfg, name, progress=True)
         _print_metrics(f"{name} ({cfg.eval.protocol} ranking, mask_history="
                        f"{cfg.eval.mask_history})", result[name])
-    if output:
-        write_json(output, result)
+    return result
 
 
 @app.command()
@@ -378,11 +424,13 @@ def rationales_export(data: str = typer.Option(..., help="dataset name"),
 from rankpref.cli_index import index_app, serve  # noqa: E402
 from rankpref.cli_rank import rank_app  # noqa: E402
 from rankpref.cli_sesa import sesa_app  # noqa: E402
+from rankpref.cli_tune import tune  # noqa: E402
 
 app.add_typer(rank_app, name="rank")
 app.add_typer(sesa_app, name="sesa")
 app.add_typer(index_app, name="index")
 app.command("serve")(serve)
+app.command("tune")(tune)
 
 
 def main() -> None:

@@ -243,7 +243,8 @@ def build_module(cfg: RankConfig, input_dim: int, dev_x, dev_y):
                      batch_size=x.shape[0])
             return loss
 
-        def on_train_epoch_end(self):
+        def evaluate_dev(self):
+            """Dev Kendall tau of this epoch; keeps the best weights (run by DevEvaluation)."""
             self.scorer.eval()
             with torch.no_grad():
                 pred = self.scorer(self.dev_x).numpy()
@@ -263,6 +264,18 @@ def build_module(cfg: RankConfig, input_dim: int, dev_x, dev_y):
                                      weight_decay=cfg.train.weight_decay)
 
     return RankModule()
+
+
+def dev_evaluation():
+    """A callback that evaluates dev after each epoch, before any later callback (early
+    stopping, tuning's pruning) reads ``dev_kendall_tau``."""
+    L = _lightning()
+
+    class DevEvaluation(L.pytorch.callbacks.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            pl_module.evaluate_dev()
+
+    return DevEvaluation()
 
 
 def build_datamodule(cfg: RankConfig, x: np.ndarray, y: np.ndarray,
@@ -325,9 +338,10 @@ def _scores(scorer, x: np.ndarray) -> np.ndarray:
 
 
 def fit(cfg: RankConfig, pool: rated.RatedPool | None = None,
-        write: bool = True) -> tuple[Path | None, dict]:
+        write: bool = True, callbacks: list | None = None) -> tuple[Path | None, dict]:
     """Train, pick the best dev epoch, evaluate dev/test, write the artifact. Returns (artifact
-    folder or None when ``write`` is false, metrics)."""
+    folder or None when ``write`` is false, metrics). ``callbacks``: extra Lightning callbacks,
+    run after each epoch's dev evaluation."""
     import torch
 
     from rankpref.settings import set_threads
@@ -352,7 +366,8 @@ def fit(cfg: RankConfig, pool: rated.RatedPool | None = None,
     trainer = L.Trainer(max_epochs=cfg.train.epochs, accelerator="cpu", devices=1,
                         logger=False, enable_checkpointing=False,
                         enable_progress_bar=cfg.train.progress, enable_model_summary=False,
-                        reload_dataloaders_every_n_epochs=1, callbacks=[early],
+                        reload_dataloaders_every_n_epochs=1,
+                        callbacks=[dev_evaluation(), early, *(callbacks or [])],
                         num_sanity_val_steps=0)
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)

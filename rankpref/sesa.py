@@ -415,8 +415,11 @@ def _dev_selection(model: SESA, prep: Prepared, patience: int):
     return DevSelection()
 
 
-def fit(cfg: SESARunConfig, prep: Prepared | None = None, save: bool = True) -> tuple[SESA, dict]:
+def fit(cfg: SESARunConfig, prep: Prepared | None = None, save: bool = True,
+        callbacks: list | None = None) -> tuple[SESA, dict]:
     """Train with dev selection; returns the best network and its dev/test metrics.
+
+    ``callbacks``: extra Lightning callbacks, run after the dev evaluation of each epoch.
 
     Writes the artifact to ``<run_dir>/model`` unless ``save`` is False.
     """
@@ -439,7 +442,7 @@ def fit(cfg: SESARunConfig, prep: Prepared | None = None, save: bool = True) -> 
                         shuffle=True, generator=torch.Generator().manual_seed(cfg.train.seed))
     selection = _dev_selection(model, prep, cfg.train.patience)
     trainer = L.Trainer(max_epochs=cfg.train.epochs, accelerator="cpu", devices=1, logger=False,
-                        callbacks=[selection], enable_checkpointing=False,
+                        callbacks=[selection, *(callbacks or [])], enable_checkpointing=False,
                         enable_progress_bar=cfg.train.progress, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0)
     started = time.perf_counter()

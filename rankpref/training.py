@@ -272,8 +272,11 @@ def cold_start_metrics(model: SASRec, dm: SequenceDataModule, cfg: RunConfig,
     return out
 
 
-def fit(cfg: RunConfig, dataset: PreparedDataset | None = None) -> Path | None:
+def fit(cfg: RunConfig, dataset: PreparedDataset | None = None,
+        callbacks: list | None = None) -> Path | None:
     """Train, keep the best valid epoch, evaluate valid and test, write the artifact.
+
+    ``callbacks``: extra Lightning callbacks (e.g. tuning's pruning callback).
 
     Returns the artifact folder (``<run_dir>/model``); in a multi-process run only the
     process of global rank 0 evaluates and writes it, the others return None.
@@ -306,12 +309,13 @@ def fit(cfg: RunConfig, dataset: PreparedDataset | None = None) -> Path | None:
     monitor = f"valid/{cfg.eval.monitor}"
     best = BestWeights(run_dir / "best.safetensors", monitor)
     timer = EpochTimer()
-    callbacks = [EarlyStopping(monitor=monitor, mode="max", patience=cfg.train.patience),
-                 ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0), best, timer]
+    all_callbacks = [EarlyStopping(monitor=monitor, mode="max", patience=cfg.train.patience),
+                     ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0), best,
+                     timer, *(callbacks or [])]
     t = cfg.train.trainer
     trainer = L.Trainer(max_epochs=cfg.train.epochs, accelerator=t.accelerator, devices=t.devices,
                         strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision,
-                        callbacks=callbacks, default_root_dir=run_dir,
+                        callbacks=all_callbacks, default_root_dir=run_dir,
                         logger=CSVLogger(run_dir, name="logs"),  # logs/version_N per launch
                         enable_progress_bar=cfg.train.progress, enable_model_summary=False,
                         num_sanity_val_steps=0, use_distributed_sampler=False,

@@ -1,0 +1,97 @@
+"""Tuning benchmark: a 20-trial optuna study for SASRec on MovieLens-100k.
+
+1. trains the default config (``benchmarks/configs/sasrec_ml100k.yaml``) once;
+2. runs ``rankpref tune benchmarks/configs/tune_sasrec_ml100k.yaml`` (20 trials, TPE, median
+   pruning, selected on valid ndcg@10; the study is a SQLite file, so a stopped benchmark
+   continues where it stopped);
+3. writes ``benchmarks/results/tune.json``: valid and test ndcg@10 of the default config and
+   of the best trial (chosen on valid only; its test number is read afterwards), and copies
+   optuna's plots to ``benchmarks/results/tune_history.png`` / ``tune_importance.png``.
+
+    python benchmarks/tune.py                 # everything (about 1 h on one CPU core)
+    python benchmarks/tune.py --trials 4      # a shorter study
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rankpref.io import write_json  # noqa: E402
+
+DEFAULT = ROOT / "benchmarks" / "configs" / "sasrec_ml100k.yaml"
+SPEC = ROOT / "benchmarks" / "configs" / "tune_sasrec_ml100k.yaml"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _row(metrics: dict) -> dict:
+    return {"valid_ndcg@10": metrics["valid"]["ndcg@10"], "test_ndcg@10": metrics["test"]["ndcg@10"],
+            "valid_recall@10": metrics["valid"]["recall@10"],
+            "test_recall@10": metrics["test"]["recall@10"], "best_epoch": metrics["best_epoch"],
+            "epochs_run": metrics["epochs_run"], "train_seconds": metrics["train_seconds"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-tune")
+    args = parser.parse_args()
+
+    from rankpref.config import load_config
+    from rankpref.training import fit
+    from rankpref.tuning import load_spec, tune
+
+    # 1. the default config, same seed and evaluator as every trial
+    default_dir = args.out / "default"
+    cfg = load_config(DEFAULT, [f"output_dir={default_dir}", "train.progress=false"])
+    metrics_file = default_dir / "model" / "metrics.json"
+    if not metrics_file.exists():
+        started = time.perf_counter()
+        fit(cfg)
+        print(f"default config trained in {time.perf_counter() - started:.0f} s", flush=True)
+    default = json.loads(metrics_file.read_text())
+
+    # 2. the study (continues a stored one)
+    spec, base = load_spec(SPEC, [f"trials={args.trials}"])
+    started = time.perf_counter()
+    summary = tune(spec, base, args.out / "study", study_name="sasrec-ml100k")
+    seconds = time.perf_counter() - started
+    best = json.loads((Path(summary["best_artifact"]) / "metrics.json").read_text())
+
+    # 3. results
+    plots = {}
+    for name, path in summary.get("plots", {}).items():
+        target = RESULTS / f"tune_{name}.png"
+        shutil.copyfile(path, target)
+        plots[name] = str(target.relative_to(ROOT))
+    d, b = _row(default), _row(best)
+    result = {
+        "benchmark": "tune", "dataset": "ml-100k", "model": "sasrec", "loss": "ce",
+        "split": "leave_one_out", "protocol": "full", "metric": "ndcg@10",
+        "selected_on": "valid ndcg@10", "spec": str(SPEC.relative_to(ROOT)),
+        "default_config": str(DEFAULT.relative_to(ROOT)),
+        "date": dt.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+        "threads": cfg.train.threads,
+        "trials": summary["trials"], "study_seconds_this_invocation": round(seconds, 1),
+        "default": d,
+        "tuned": {**b, "trial": summary["best_trial"], "params": summary["best_params"]},
+        "valid_ndcg@10_ratio": round(b["valid_ndcg@10"] / d["valid_ndcg@10"], 4),
+        "test_ndcg@10_ratio": round(b["test_ndcg@10"] / d["test_ndcg@10"], 4),
+        "history": summary["history"], "plots": plots,
+    }
+    write_json(RESULTS / "tune.json", result)
+    print(json.dumps({k: result[k] for k in ("trials", "default", "tuned", "valid_ndcg@10_ratio",
+                                             "test_ndcg@10_ratio")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

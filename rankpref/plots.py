@@ -1,0 +1,167 @@
+"""Plots of runs: training curves from a run's CSV log, metric bar charts comparing runs.
+
+matplotlib is imported lazily with the non-interactive Agg backend; every PNG is written to
+a temporary file and renamed, so an interrupted plot never leaves a broken image.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+
+from rankpref.errors import RankprefError
+from rankpref.io import atomic_path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, out: str | Path) -> Path:
+    """Write ``fig`` as PNG to ``out`` atomically and close it."""
+    plt = _pyplot()
+    out = Path(out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return out
+
+
+def _log_files(run_dir: Path) -> list[Path]:
+    """The CSV logs of a run folder, oldest launch first (a resumed run adds a version)."""
+    logs = run_dir / "logs"
+
+    def version(p: Path) -> int:
+        m = re.fullmatch(r"version_(\d+)", p.parent.name)
+        return int(m.group(1)) if m else -1
+
+    files = sorted(logs.glob("version_*/metrics.csv"), key=version)
+    if (logs / "metrics.csv").exists():
+        files.insert(0, logs / "metrics.csv")
+    return files
+
+
+def run_folder(path: str | Path) -> Path:
+    """A run folder, given it or its artifact (``<run>/model``)."""
+    path = Path(path)
+    if not (path / "logs").exists() and (path.parent / "logs").exists():
+        return path.parent
+    return path
+
+
+def read_training_log(run_dir: str | Path) -> dict[int, dict[str, float]]:
+    """Per-epoch values of a run's CSV logs: ``{epoch: {"train/loss": .., "valid/ndcg@10": ..}}``.
+
+    Accepts a run folder or its artifact (``<run>/model``). Rows of one epoch (Lightning writes
+    training and validation values on separate rows) are merged; where a resumed launch
+    repeats an epoch, the later launch wins.
+    """
+    run_dir = run_folder(run_dir)
+    files = _log_files(run_dir)
+    if not files:
+        raise RankprefError(f"{run_dir}: no training log (logs/version_*/metrics.csv); "
+                            "was it trained with `rankpref fit`?")
+    epochs: dict[int, dict[str, float]] = {}
+    for path in files:
+        seen: dict[int, dict[str, float]] = {}
+        with open(path, newline="", encoding="utf-8") as fh:
+            for line, row in enumerate(csv.DictReader(fh), start=2):
+                try:
+                    epoch = int(row.pop("epoch"))
+                except (KeyError, TypeError, ValueError):
+                    raise RankprefError(f"{path}, line {line}: no integer 'epoch'") from None
+                row.pop("step", None)
+                values = seen.setdefault(epoch, {})
+                for key, text in row.items():
+                    if text not in (None, ""):
+                        try:
+                            values[key] = float(text)
+                        except ValueError:
+                            raise RankprefError(f"{path}, line {line}, field '{key}': not a "
+                                                f"number: {text!r}") from None
+        epochs.update(seen)
+    return dict(sorted(epochs.items()))
+
+
+def plot_training_curves(run_dir: str | Path, out: str | Path | None = None,
+                         monitor: str = "ndcg@10") -> Path:
+    """Training loss(es) and the valid metrics ``monitor`` (and its recall) per epoch, with the
+    best valid epoch marked. Writes ``<run>/training_curves.png`` unless ``out`` is given."""
+    run_dir = run_folder(run_dir)
+    log = read_training_log(run_dir)
+    out = Path(out) if out is not None else run_dir / "training_curves.png"
+    keys = sorted({k for values in log.values() for k in values})
+    losses = [k for k in keys if k.startswith("train/")]
+    valid_key = f"valid/{monitor}"
+    if valid_key not in keys:
+        raise RankprefError(f"{run_dir}: the log has no '{valid_key}' (it has: "
+                            f"{', '.join(keys) or 'nothing'})")
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in losses:
+        xs = [e + 1 for e, v in log.items() if key in v]
+        left.plot(xs, [log[x - 1][key] for x in xs], marker=".", label=key.split("/", 1)[1])
+    left.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    if losses:
+        left.legend()
+    shown = [valid_key] + [k for k in (f"valid/recall@{monitor.split('@')[-1]}",)
+                           if k in keys and k != valid_key]
+    for key in shown:
+        xs = [e + 1 for e, v in log.items() if key in v]
+        right.plot(xs, [log[x - 1][key] for x in xs], marker=".", label=key.split("/", 1)[1])
+    xs = [e + 1 for e, v in log.items() if valid_key in v]
+    best = max(xs, key=lambda x: log[x - 1][valid_key])
+    right.axvline(best, color="grey", linestyle="--", linewidth=1)
+    right.annotate(f"best {log[best - 1][valid_key]:.4f} (epoch {best})",
+                   (best, log[best - 1][valid_key]), textcoords="offset points",
+                   xytext=(4, -12), fontsize=8)
+    right.set(xlabel="epoch", ylabel="valid", title="validation (full ranking)")
+    right.legend()
+    fig.suptitle(run_dir.name)
+    return save_figure(fig, out)
+
+
+def plot_metric_bars(results: dict[str, dict[str, float]], out: str | Path,
+                     metrics: list[str] | None = None, title: str = "") -> Path:
+    """A grouped bar chart: one group per metric, one bar per run (``{run: {metric: value}}``)."""
+    if not results:
+        raise RankprefError("nothing to plot: no runs")
+    if metrics is None:
+        metrics = [m for m in next(iter(results.values()))
+                   if all(isinstance(r.get(m), (int, float)) for r in results.values())]
+    missing = [(run, m) for run, r in results.items() for m in metrics
+               if not isinstance(r.get(m), (int, float))]
+    if missing:
+        run, m = missing[0]
+        raise RankprefError(f"run {run!r} has no metric {m!r}")
+    if not metrics:
+        raise RankprefError("nothing to plot: the runs share no metric")
+    plt = _pyplot()
+    runs = list(results)
+    width = 0.8 / len(runs)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 + len(metrics) * (0.5 + 0.35 * len(runs))),
+                                    3.8))
+    for i, run in enumerate(runs):
+        xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(metrics))]
+        values = [float(results[run][m]) for m in metrics]
+        bars = ax.bar(xs, values, width=width, label=run)
+        for bar, v in zip(bars, values):
+            if not math.isnan(v):
+                ax.annotate(f"{v:.3f}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
+                            va="bottom", fontsize=7, rotation=90 if len(runs) > 3 else 0)
+    ax.set_xticks(range(len(metrics)), metrics, rotation=30 if len(metrics) > 3 else 0,
+                  ha="right" if len(metrics) > 3 else "center")
+    ax.set_ylabel("value")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.margins(y=0.15)
+    return save_figure(fig, out)

@@ -1,0 +1,269 @@
+"""``rankpref tune``: spec validation, pruning callbacks that see this epoch's value, resumable
+SQLite studies, best configs that the fit commands accept, optuna's plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from rankpref.cli import app
+from rankpref.config import load_config
+from rankpref.errors import ConfigError
+from rankpref.tuning import TASKS, check_space, load_spec, pruning_callback, tune
+
+torch.set_num_threads(1)
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
+PNG = b"\x89PNG\r\n\x1a\n"
+
+DEMO_SPEC = {
+    "task": "next_item",
+    "overrides": {"data.name": "demo", "train.epochs": 3, "train.patience": 2,
+                  "train.progress": False, "model.hidden": 16, "model.blocks": 1},
+    "trials": 2,
+    "sampler": {"name": "tpe", "seed": 0, "startup_trials": 2},
+    "pruner": {"name": "none"},
+    "space": {"train.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+              "model.dropout": {"type": "categorical", "choices": [0.1, 0.3]}},
+}
+
+
+def _write_spec(folder: Path, tree: dict, name: str = "spec.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    return path
+
+
+class FakeTrial:
+    """Records reports; says "prune" once ``prune_at`` values were reported."""
+
+    def __init__(self, prune_at: int | None = None):
+        self.values: list[tuple[int, float]] = []
+        self.prune_at = prune_at
+
+    def report(self, value, step):
+        self.values.append((step, value))
+
+    def should_prune(self):
+        return self.prune_at is not None and len(self.values) >= self.prune_at
+
+
+# ------------------------------------------------------------------ spec validation
+
+@pytest.mark.parametrize("param, message", [
+    ({"type": "categorical"}, "choices"),
+    ({"type": "float", "low": 1.0, "high": 0.5}, "below high"),
+    ({"type": "float", "low": 0.0, "high": 1.0, "log": True}, "log scale needs low > 0"),
+    ({"type": "int", "low": 1.5, "high": 3}, "whole-number"),
+    ({"type": "float", "low": 0, "high": 1, "choices": [1]}, "not 'choices'"),
+    ({"type": "float", "low": 0, "hihg": 1}, "unknown key"),
+])
+def test_bad_param_specs_are_refused(tmp_path, param, message):
+    spec = _write_spec(tmp_path, {**DEMO_SPEC, "space": {"train.lr": param}})
+    with pytest.raises(ConfigError, match=message) as err:
+        load_spec(spec)
+    assert "space.train.lr" in str(err.value) and str(spec) in str(err.value)
+
+
+def test_unknown_spec_key_and_empty_space(tmp_path):
+    with pytest.raises(ConfigError, match="trails: unknown key"):
+        load_spec(_write_spec(tmp_path, {**DEMO_SPEC, "trails": 3}))
+    with pytest.raises(ConfigError, match="space"):
+        load_spec(_write_spec(tmp_path, {**DEMO_SPEC, "space": {}}))
+
+
+def test_space_is_checked_against_the_model_config_before_training(tmp_path):
+    task = TASKS["next_item"]()
+    bad_key = {**DEMO_SPEC, "space": {"model.hiden": {"type": "int", "low": 8, "high": 16}}}
+    spec, base = load_spec(_write_spec(tmp_path, bad_key))
+    with pytest.raises(ConfigError, match=r"space.model.hiden = 8 .*model.hiden: unknown key"):
+        check_space(spec, task, base)
+    bad_value = {**DEMO_SPEC, "space": {"model.dropout": {"type": "float", "low": 0.5,
+                                                          "high": 1.5}}}
+    spec, base = load_spec(_write_spec(tmp_path, bad_value))
+    with pytest.raises(ConfigError, match=r"space.model.dropout = 1.5"):
+        check_space(spec, task, base)
+    with pytest.raises(ConfigError, match="base_config 'nope.yaml' not found"):
+        load_spec(_write_spec(tmp_path, {**DEMO_SPEC, "base_config": "nope.yaml"}))
+
+
+def test_base_config_is_relative_to_the_spec(tmp_path):
+    (tmp_path / "base.yaml").write_text("model:\n  hidden: 24\n  heads: 1\n", encoding="utf-8")
+    spec, base = load_spec(_write_spec(tmp_path, {**DEMO_SPEC, "base_config": "base.yaml"}))
+    cfg = check_space(spec, TASKS["next_item"](), base)
+    assert base == tmp_path / "base.yaml" and cfg.model.hidden == 16  # overrides win
+    assert cfg.model.heads == 1 and cfg.data.name == "demo"
+
+
+# ------------------------------------------------------------------ pruning callbacks
+
+def test_pruning_callback_reports_this_epochs_valid_ndcg(tmp_path):
+    """The value reported after epoch e is the valid ndcg@10 of epoch e (from the CSV log)."""
+    from rankpref.plots import read_training_log
+    from rankpref.training import fit
+
+    cfg = load_config(None, ["data.name=demo", "train.epochs=3", "model.hidden=16",
+                             "model.blocks=1", "train.progress=false",
+                             f"output_dir={tmp_path / 'run'}"])
+    trial = FakeTrial()
+    fit(cfg, callbacks=[pruning_callback(trial, "valid/ndcg@10")])
+    log = read_training_log(tmp_path / "run")
+    assert [s for s, _ in trial.values] == [0, 1, 2]
+    for step, value in trial.values:
+        assert value == pytest.approx(log[step]["valid/ndcg@10"], abs=1e-6)
+    assert len({round(v, 6) for _, v in trial.values}) > 1  # really per epoch
+
+    pruned = FakeTrial(prune_at=2)
+    cfg2 = cfg.model_copy(update={"output_dir": str(tmp_path / "pruned")})
+    with pytest.raises(optuna.TrialPruned, match="after epoch 2"):
+        fit(cfg2, callbacks=[pruning_callback(pruned, "valid/ndcg@10")])
+    assert not (tmp_path / "pruned" / "model").exists()  # a pruned trial writes no artifact
+
+
+def test_pruning_callback_sees_rank_and_sesa_dev_values_of_the_same_epoch():
+    from rankpref import sesa
+    from rankpref.ranking import fit as rank_fit
+    from rankpref.ranking import load_rank_config
+
+    cfg = load_rank_config(None, ["data.name=wine-red-slice", "train.epochs=3",
+                                  "lists.list_size=8", "train.patience=5"])
+    trial = FakeTrial()
+    _, metrics = rank_fit(cfg, write=False, callbacks=[pruning_callback(trial, "dev_kendall_tau")])
+    assert [v for _, v in trial.values] == pytest.approx(
+        [h["dev_kendall_tau"] for h in metrics["history"]])
+
+    cfg = sesa.load_config(None, ["data.name=onet-slice", "data.task=related",
+                                  "model.encoder=gru", "model.hidden=32", "model.embed_dim=16",
+                                  "model.max_doc_tokens=24", "train.epochs=2",
+                                  "train.negatives=in_batch", "train.batch_size=32"])
+    trial = FakeTrial()
+    _, metrics = sesa.fit(cfg, save=False, callbacks=[pruning_callback(trial, "dev/ndcg@10")])
+    assert [v for _, v in trial.values] == pytest.approx(
+        [h["dev_ndcg@10"] for h in metrics["history"]], abs=1e-6)
+
+
+# ------------------------------------------------------------------ whole studies
+
+def test_study_resumes_writes_best_config_and_plots(tmp_path):
+    spec_path = _write_spec(tmp_path, DEMO_SPEC)
+    out = tmp_path / "study"
+    res = runner.invoke(app, ["tune", str(spec_path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "0 of 2 trials finished" in res.output
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["trials"] == {"complete": 2}
+    assert summary["selected_on"] == "valid/ndcg@10"
+    for name in ("history", "importance"):
+        assert (out / f"{name}.png").read_bytes()[:8] == PNG
+    # the best value is the best trial's valid ndcg@10, as its artifact recorded it
+    best_metrics = json.loads((Path(summary["best_artifact"]) / "metrics.json").read_text())
+    assert summary["best_value"] == pytest.approx(best_metrics["valid"]["ndcg@10"])
+    assert summary["best_value"] == max(t["value"] for t in summary["history"])
+    assert not (Path(summary["best_artifact"]).parent / "checkpoints").exists()
+
+    # continue the same study to 3 finished trials: exactly one more runs
+    res = runner.invoke(app, ["tune", str(spec_path), "--out", str(out), "--trials", "3",
+                              "--no-plot"])
+    assert res.exit_code == 0, res.output
+    assert "2 of 3 trials finished; running up to 1 more" in res.output
+    assert json.loads((out / "study.json").read_text())["trials"] == {"complete": 3}
+    res = runner.invoke(app, ["tune", str(spec_path), "--out", str(out), "--trials", "3"])
+    assert res.exit_code == 0 and "all 3 trials already finished" in res.output
+
+    # the best config is a full config that `rankpref fit` accepts, with the best values
+    best = out / "best_config.yaml"
+    cfg = load_config(best)
+    params = summary_after = json.loads((out / "study.json").read_text())["best_params"]
+    assert cfg.train.lr == pytest.approx(params["train.lr"])
+    assert cfg.model.dropout == params["model.dropout"] and cfg.output_dir is None
+    assert summary_after
+    res = runner.invoke(app, ["fit", "--config", str(best), "--epochs", "1",
+                              "--out", str(tmp_path / "refit")])
+    assert res.exit_code == 0, res.output
+
+    # a changed spec cannot continue the stored study
+    changed = _write_spec(tmp_path, {**DEMO_SPEC, "space": {
+        "train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}, "other.yaml")
+    res = runner.invoke(app, ["tune", str(changed), "--out", str(out), "--study-name", "study"])
+    assert res.exit_code == 2 and "another spec" in res.output
+
+
+def test_pruner_stops_bad_trials_and_failures_are_counted(tmp_path):
+    tree = {**DEMO_SPEC, "trials": 4,
+            "overrides": {**DEMO_SPEC["overrides"], "train.epochs": 4, "train.patience": 4},
+            "sampler": {"name": "random", "seed": 1},
+            "pruner": {"name": "median", "startup_trials": 1, "warmup_epochs": 0},
+            # heads=3 does not divide hidden=16: that trial fails and the study goes on
+            "space": {"train.lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+                      "model.heads": {"type": "categorical", "choices": [1, 3]}}}
+    spec, base = load_spec(_write_spec(tmp_path, tree))
+    lines: list[str] = []
+    summary = tune(spec, base, tmp_path / "study", plot=False, echo=lines.append)
+    states = summary["trials"]
+    assert states.get("complete", 0) + states.get("pruned", 0) == 4
+    by_state = {t["state"] for t in summary["history"]}
+    assert "complete" in by_state and "pruned" in by_state
+    for t in summary["history"]:
+        if t["state"] == "pruned":
+            assert t["epochs_reported"] < 4
+        if t["params"].get("model.heads") == 3:
+            assert t["state"] == "fail"
+    assert any("fail" in line and "divisible" in line for line in lines) == (
+        states.get("fail", 0) > 0)
+
+
+def test_rank_study_best_config_is_accepted_by_rank_fit(tmp_path):
+    from rankpref.ranking import load_rank_config
+
+    tree = {"task": "rank",
+            "overrides": {"data.name": "wine-red-slice", "train.epochs": 3,
+                          "lists.list_size": 8},
+            "trials": 2, "pruner": {"name": "none"},
+            "space": {"loss.name": {"type": "categorical", "choices": ["ranknet", "ranklist"]},
+                      "train.lr": {"type": "float", "low": 1e-3, "high": 1e-2}}}
+    spec, base = load_spec(_write_spec(tmp_path, tree))
+    summary = tune(spec, base, tmp_path / "rank", plot=False, echo=lambda _: None)
+    assert summary["selected_on"] == "dev_kendall_tau"
+    cfg = load_rank_config(tmp_path / "rank" / "best_config.yaml")
+    assert cfg.loss.name == summary["best_params"]["loss.name"]
+    metrics = json.loads((Path(summary["best_artifact"]) / "metrics.json").read_text())
+    assert summary["best_value"] == pytest.approx(metrics["dev"]["kendall_tau"])
+
+
+def test_killed_study_continues(tmp_path):
+    """kill -9 during a study: the SQLite study survives and the next run finishes it."""
+    tree = {**DEMO_SPEC, "trials": 3,
+            "overrides": {**DEMO_SPEC["overrides"], "train.epochs": 6, "train.patience": 6}}
+    spec_path = _write_spec(tmp_path, tree)
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "rankpref.cli", "tune", str(spec_path), "--out", str(out),
+           "--no-plot"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in proc.stdout:  # wait for the first trial to finish, then kill mid-trial
+            if line.startswith("trial 0:"):
+                time.sleep(1.0)
+                break
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    with sqlite3.connect(out / "study.db") as db:
+        assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "1 of 3 trials finished" in res.stdout or "2 of 3 trials finished" in res.stdout
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["trials"].get("complete", 0) == 3
