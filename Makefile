@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/rankpref fit --data demo --out $(DEMO_RUN)
 	$(BIN)/rankpref evaluate --artifact $(DEMO_RUN) --split both
 	$(BIN)/rankpref recommend --artifact $(DEMO_RUN) --user SYN0000007 --k 5
-	$(BIN)/rankpref fit --data demo --model pulse --set pulse.rationales=template --out $(DEMO_PULSE)
+	$(BIN)/rankpref fit --data demo --model pulse --set pulse.rationales=template --out $(DEMO_PULSE) --plot
 	$(BIN)/rankpref recommend --artifact $(DEMO_PULSE) --user SYN0000007 --k 3 --explain 2
 	$(BIN)/rankpref rank fit --data emobank-slice --target V --loss ranklist --out runs/rank-demo
 	$(BIN)/rankpref rank evaluate --artifact runs/rank-demo --split test

@@ -41,7 +41,9 @@ def fit(data: Optional[str] = typer.Option(None, help="emobank, wine-red, wine-w
         out: Optional[Path] = typer.Option(None, "--out", help="run folder (artifact in "
                                            "<out>/model)"),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config"),
-        set_: Optional[List[str]] = typer.Option(None, "--set", help="key.path=value")):
+        set_: Optional[List[str]] = typer.Option(None, "--set", help="key.path=value"),
+        plot: bool = typer.Option(False, "--plot", help="also write training loss and dev "
+                                  "Kendall tau curves to <run>/training_curves.png")):
     """Train a scorer on a rated pool, keep the best dev epoch, write an artifact."""
     from rankpref.ranking import fit as run_fit
     from rankpref.ranking import load_rank_config
@@ -65,6 +67,12 @@ def fit(data: Optional[str] = typer.Option(None, help="emobank, wine-red, wine-w
     _print_split("dev", metrics["dev"])
     _print_split("test", metrics["test"])
     typer.echo(f"artifact: {folder}")
+    if plot:
+        from rankpref.plots import plot_history
+
+        path = plot_history(metrics["history"], cfg.run_dir() / "training_curves.png",
+                            "dev_kendall_tau", loss="train_loss", title=cfg.run_dir().name)
+        typer.echo(f"training curves: {path}")
 
 
 @rank_app.command("evaluate")

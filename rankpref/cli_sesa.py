@@ -36,7 +36,9 @@ def fit(data: Optional[str] = typer.Option(None, "--data", help="onet (shared O*
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config"),
         set_: Optional[List[str]] = SET_OPT,
         out: Optional[Path] = typer.Option(None, "--out", help="run folder"),
-        epochs: Optional[int] = typer.Option(None, help="maximum epochs")):
+        epochs: Optional[int] = typer.Option(None, help="maximum epochs"),
+        plot: bool = typer.Option(False, "--plot", help="also write the dev ndcg@10 curve to "
+                                  "<run>/training_curves.png")):
     """Train SESA (or the latent baseline), select the epoch on dev, write an artifact."""
     from rankpref.sesa import fit as run_fit, load_config
 
@@ -51,6 +53,12 @@ def fit(data: Optional[str] = typer.Option(None, "--data", help="onet (shared O*
     _print_metrics("dev", metrics["dev"])
     _print_metrics("test", metrics["test"])
     typer.echo(f"artifact: {cfg.run_dir() / 'model'}")
+    if plot:
+        from rankpref.plots import plot_history
+
+        path = plot_history(metrics["history"], cfg.run_dir() / "training_curves.png",
+                            "dev_ndcg@10", title=cfg.run_dir().name, first_epoch=1)
+        typer.echo(f"training curves: {path}")
 
 
 @sesa_app.command()

@@ -94,39 +94,64 @@ def read_training_log(run_dir: str | Path) -> dict[int, dict[str, float]]:
 
 def plot_training_curves(run_dir: str | Path, out: str | Path | None = None,
                          monitor: str = "ndcg@10") -> Path:
-    """Training loss(es) and the valid metrics ``monitor`` (and its recall) per epoch, with the
+    """Training loss(es) and the valid metric ``monitor`` (and its recall) per epoch, with the
     best valid epoch marked. Writes ``<run>/training_curves.png`` unless ``out`` is given."""
     run_dir = run_folder(run_dir)
     log = read_training_log(run_dir)
-    out = Path(out) if out is not None else run_dir / "training_curves.png"
+    extra = f"valid/recall@{monitor.split('@')[-1]}" if "@" in monitor else None
+    try:
+        return plot_curves(log, out if out is not None else run_dir / "training_curves.png",
+                           f"valid/{monitor}", extra=[extra] if extra else [],
+                           title=run_dir.name, panel="validation (full ranking)")
+    except RankprefError as exc:
+        raise RankprefError(f"{run_dir}: {exc}") from None
+
+
+def plot_history(history: list[dict], out: str | Path, metric: str, *, loss: str | None = None,
+                 title: str = "", first_epoch: int = 0) -> Path:
+    """Curves from a ``metrics.json`` history (``[{"epoch": e, metric: .., loss: ..}]``), as
+    written by ``rankpref rank fit`` and ``rankpref sesa fit``; ``first_epoch`` is the number
+    the history gives the first epoch (0 or 1)."""
+    log = {int(h["epoch"]) - first_epoch: {k: float(v) for k, v in h.items()
+                                           if k != "epoch" and isinstance(v, (int, float))}
+           for h in history}
+    if loss is not None:
+        for values in log.values():
+            if loss in values:
+                values[f"train/{loss}"] = values.pop(loss)
+    return plot_curves(log, out, metric, title=title, panel="dev")
+
+
+def plot_curves(log: dict[int, dict[str, float]], out: str | Path, metric: str, *,
+                extra: list[str] = (), title: str = "", panel: str = "validation") -> Path:
+    """Two panels: every ``train/*`` key of ``log`` ({0-based epoch: {key: value}}), and
+    ``metric`` (plus ``extra`` keys) with its best epoch marked."""
     keys = sorted({k for values in log.values() for k in values})
+    if metric not in keys:
+        raise RankprefError(f"the log has no '{metric}' (it has: {', '.join(keys) or 'nothing'})")
     losses = [k for k in keys if k.startswith("train/")]
-    valid_key = f"valid/{monitor}"
-    if valid_key not in keys:
-        raise RankprefError(f"{run_dir}: the log has no '{valid_key}' (it has: "
-                            f"{', '.join(keys) or 'nothing'})")
+
+    def series(key):
+        epochs = [e for e, v in log.items() if key in v]
+        return [e + 1 for e in epochs], [log[e][key] for e in epochs]
+
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key in losses:
-        xs = [e + 1 for e, v in log.items() if key in v]
-        left.plot(xs, [log[x - 1][key] for x in xs], marker=".", label=key.split("/", 1)[1])
+        left.plot(*series(key), marker=".", label=key.split("/", 1)[1])
     left.set(xlabel="epoch", ylabel="training loss", title="training loss")
     if losses:
         left.legend()
-    shown = [valid_key] + [k for k in (f"valid/recall@{monitor.split('@')[-1]}",)
-                           if k in keys and k != valid_key]
-    for key in shown:
-        xs = [e + 1 for e, v in log.items() if key in v]
-        right.plot(xs, [log[x - 1][key] for x in xs], marker=".", label=key.split("/", 1)[1])
-    xs = [e + 1 for e, v in log.items() if valid_key in v]
-    best = max(xs, key=lambda x: log[x - 1][valid_key])
-    right.axvline(best, color="grey", linestyle="--", linewidth=1)
-    right.annotate(f"best {log[best - 1][valid_key]:.4f} (epoch {best})",
-                   (best, log[best - 1][valid_key]), textcoords="offset points",
-                   xytext=(4, -12), fontsize=8)
-    right.set(xlabel="epoch", ylabel="valid", title="validation (full ranking)")
+    for key in [metric] + [k for k in extra if k in keys and k != metric]:
+        right.plot(*series(key), marker=".", label=key.split("/", 1)[-1])
+    xs, ys = series(metric)
+    best = max(range(len(xs)), key=lambda i: ys[i])
+    right.axvline(xs[best], color="grey", linestyle="--", linewidth=1)
+    right.annotate(f"best {ys[best]:.4f} (epoch {xs[best]})", (xs[best], ys[best]),
+                   textcoords="offset points", xytext=(4, -12), fontsize=8)
+    right.set(xlabel="epoch", ylabel=panel, title=panel)
     right.legend()
-    fig.suptitle(run_dir.name)
+    fig.suptitle(title)
     return save_figure(fig, out)
 
 

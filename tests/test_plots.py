@@ -103,3 +103,26 @@ def test_fit_and_evaluate_plot_from_the_cli(tmp_path):
     assert res.exit_code == 0, res.output
     assert "test" in json.loads((tmp_path / "one.json").read_text())
     assert (tmp_path / "chart.png").read_bytes()[:8] == PNG
+
+
+def test_rank_and_sesa_fit_plot_their_dev_history(tmp_path):
+    res = runner.invoke(app, ["rank", "fit", "--data", "wine-red-slice", "--epochs", "3",
+                              "--list-size", "8", "--out", str(tmp_path / "rank"), "--plot"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "rank" / "training_curves.png").read_bytes()[:8] == PNG
+    res = runner.invoke(app, ["sesa", "fit", "--data", "onet-slice", "--task", "related",
+                              "--encoder", "gru", "--epochs", "2", "--out",
+                              str(tmp_path / "sesa"), "--set", "model.hidden=32",
+                              "--set", "model.embed_dim=16", "--plot"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "sesa" / "training_curves.png").read_bytes()[:8] == PNG
+
+
+def test_history_plot_needs_its_metric(tmp_path):
+    from rankpref.plots import plot_history
+
+    history = [{"epoch": 1, "dev_ndcg@10": 0.2}, {"epoch": 2, "dev_ndcg@10": 0.3}]
+    assert plot_history(history, tmp_path / "h.png", "dev_ndcg@10",
+                        first_epoch=1).read_bytes()[:8] == PNG
+    with pytest.raises(RankprefError, match="no 'dev_kendall_tau'.*dev_ndcg@10"):
+        plot_history(history, tmp_path / "h.png", "dev_kendall_tau")
