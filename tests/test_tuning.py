@@ -267,3 +267,29 @@ def test_killed_study_continues(tmp_path):
     assert "1 of 3 trials finished" in res.stdout or "2 of 3 trials finished" in res.stdout
     summary = json.loads((out / "study.json").read_text())
     assert summary["trials"].get("complete", 0) == 3
+
+
+def test_sesa_study_and_pulse_space(tmp_path):
+    from rankpref import sesa
+
+    tree = {"task": "sesa",
+            "overrides": {"data.name": "onet-slice", "data.task": "related",
+                          "model.encoder": "gru", "model.hidden": 32, "model.embed_dim": 16,
+                          "model.max_doc_tokens": 24, "train.epochs": 2,
+                          "train.negatives": "in_batch", "train.batch_size": 32},
+            "trials": 2, "pruner": {"name": "none"},
+            "space": {"train.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}}
+    spec, base = load_spec(_write_spec(tmp_path, tree))
+    summary = tune(spec, base, tmp_path / "sesa", plot=False, echo=lambda _: None)
+    assert summary["selected_on"] == "dev/ndcg@10" and summary["trials"] == {"complete": 2}
+    cfg = sesa.load_config(tmp_path / "sesa" / "best_config.yaml")
+    assert cfg.train.lr == pytest.approx(summary["best_params"]["train.lr"])
+    metrics = json.loads((Path(summary["best_artifact"]) / "metrics.json").read_text())
+    assert summary["best_value"] == pytest.approx(metrics["dev"]["ndcg@10"])
+
+    # PULSE settings are part of the next_item config, so they can be searched
+    pulse = {**DEMO_SPEC, "overrides": {**DEMO_SPEC["overrides"], "model.name": "pulse"},
+             "space": {"pulse.why_weight": {"type": "float", "low": 0.0, "high": 1.0},
+                       "pulse.id_dropout": {"type": "float", "low": 0.0, "high": 0.5}}}
+    spec, base = load_spec(_write_spec(tmp_path, pulse, "pulse.yaml"))
+    assert check_space(spec, TASKS["next_item"](), base).model.name == "pulse"
