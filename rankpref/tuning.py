@@ -175,20 +175,31 @@ def _override_args(values: dict[str, Any]) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in values.items()]
 
 
+def _keep_last(make: Callable[[Any], Any]) -> Callable[[str, Any], Any]:
+    """``get(key, cfg)``: ``make(cfg)``, reused while consecutive trials share ``key`` (their
+    data settings), so a study loads and encodes its data once."""
+    memo: dict[str, Any] = {}
+
+    def get(key: str, cfg):
+        if key not in memo:
+            memo.clear()
+            memo[key] = make(cfg)
+        return memo[key]
+
+    return get
+
+
 def _next_item_task() -> Task:
     from rankpref.config import load_config, to_yaml
 
-    prepared: dict[str, Any] = {}
+    from rankpref.data.datasets import prepare
+
+    dataset = _keep_last(lambda cfg: prepare(cfg.data, quiet=True))
 
     def fit(cfg, callbacks):
-        from rankpref.data.datasets import prepare
         from rankpref.training import fit as run_fit
 
-        key = cfg.data.model_dump_json()
-        if key not in prepared:
-            prepared.clear()
-            prepared[key] = prepare(cfg.data, quiet=True)
-        artifact = run_fit(cfg, prepared[key], callbacks=callbacks)
+        artifact = run_fit(cfg, dataset(cfg.data.model_dump_json(), cfg), callbacks=callbacks)
         metrics = json.loads((artifact / "metrics.json").read_text("utf-8"))
         return TrialResult(float(metrics["valid"][cfg.eval.monitor]), artifact, metrics)
 
@@ -200,14 +211,11 @@ def _rank_task() -> Task:
     from rankpref.ranking import fit as run_fit
     from rankpref.ranking import load_data, load_rank_config, rank_config_yaml
 
-    pools: dict[str, Any] = {}
+    pool = _keep_last(lambda cfg: load_data(cfg.data))
 
     def fit(cfg, callbacks):
-        key = cfg.data.model_dump_json()
-        if key not in pools:
-            pools.clear()
-            pools[key] = load_data(cfg.data)
-        artifact, metrics = run_fit(cfg, pools[key], callbacks=callbacks)
+        artifact, metrics = run_fit(cfg, pool(cfg.data.model_dump_json(), cfg),
+                                    callbacks=callbacks)
         return TrialResult(float(metrics["dev"]["kendall_tau"]), artifact, metrics)
 
     return Task("rank", lambda base, o: load_rank_config(base, o), rank_config_yaml, fit,
@@ -217,15 +225,12 @@ def _rank_task() -> Task:
 def _sesa_task() -> Task:
     from rankpref import sesa
 
-    prepared: dict[str, Any] = {}
+    prepared = _keep_last(sesa.prepare)
 
     def fit(cfg, callbacks):
         key = json.dumps([cfg.data.model_dump(mode="json"), cfg.concepts.model_dump(mode="json"),
                           cfg.model.model_dump(mode="json"), cfg.cache_dir], sort_keys=True)
-        if key not in prepared:
-            prepared.clear()
-            prepared[key] = sesa.prepare(cfg)
-        _, metrics = sesa.fit(cfg, prepared[key], callbacks=callbacks)
+        _, metrics = sesa.fit(cfg, prepared(key, cfg), callbacks=callbacks)
         return TrialResult(float(metrics["dev"]["ndcg@10"]), cfg.run_dir() / "model", metrics)
 
     def to_yaml(cfg):
