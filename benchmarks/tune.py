@@ -34,7 +34,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def _row(metrics: dict) -> dict:
-    return {"valid_ndcg@10": metrics["valid"]["ndcg@10"], "test_ndcg@10": metrics["test"]["ndcg@10"],
+    return {"valid_ndcg@10": metrics["valid"]["ndcg@10"],
+            "test_ndcg@10": metrics["test"]["ndcg@10"],
             "valid_recall@10": metrics["valid"]["recall@10"],
             "test_recall@10": metrics["test"]["recall@10"], "best_epoch": metrics["best_epoch"],
             "epochs_run": metrics["epochs_run"], "train_seconds": metrics["train_seconds"]}

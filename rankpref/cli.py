@@ -86,7 +86,8 @@ def fit(data: Optional[str] = DATA_OPT, config: Optional[Path] = CONFIG_OPT,
         if plot:
             from rankpref.plots import plot_training_curves
 
-            typer.echo(f"training curves: {plot_training_curves(cfg.run_dir(), monitor=cfg.eval.monitor)}")
+            curves = plot_training_curves(cfg.run_dir(), monitor=cfg.eval.monitor)
+            typer.echo(f"training curves: {curves}")
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Plots: training curves from a run's CSV logs, metric bar charts, `fit --plot`, `evaluate --plot`."""
+"""Plots: training curves from CSV logs, metric bar charts, `fit --plot`, `evaluate --plot`."""
 
 from __future__ import annotations
 
