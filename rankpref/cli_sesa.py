@@ -57,7 +57,7 @@ def fit(data: Optional[str] = typer.Option(None, "--data", help="onet (shared O*
         from rankpref.plots import plot_history
 
         path = plot_history(metrics["history"], cfg.run_dir() / "training_curves.png",
-                            "dev_ndcg@10", title=cfg.run_dir().name, first_epoch=1)
+                            "dev_ndcg@10", title=cfg.run_dir().name)
         typer.echo(f"training curves: {path}")
 
 

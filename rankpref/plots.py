@@ -1,7 +1,9 @@
 """Plots of runs: training curves from a run's CSV log, metric bar charts comparing runs.
 
-matplotlib is imported lazily with the non-interactive Agg backend; every PNG is written to
-a temporary file and renamed, so an interrupted plot never leaves a broken image.
+Figures are built with matplotlib's object API (``matplotlib.figure.Figure``), so plotting
+never changes the global backend: the CLI works headless and notebooks keep showing their own
+figures inline. Every PNG is written to a temporary file and renamed, so an interrupted plot
+never leaves a broken image.
 """
 
 from __future__ import annotations
@@ -9,30 +11,30 @@ from __future__ import annotations
 import csv
 import math
 import re
+import sys
 from pathlib import Path
 
 from rankpref.errors import RankprefError
 from rankpref.io import atomic_path
 
 
-def _pyplot():
-    import matplotlib
+def new_figure(width: float, height: float, columns: int = 1):
+    """A figure that no pyplot backend manages, and its axes."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots(1, columns)
 
 
 def save_figure(fig, out: str | Path) -> Path:
-    """Write ``fig`` as PNG to ``out`` atomically and close it."""
-    plt = _pyplot()
+    """Write ``fig`` as PNG to ``out`` atomically; close it if pyplot manages it."""
     out = Path(out)
     try:
         with atomic_path(out) as tmp:
             fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     finally:
-        plt.close(fig)
+        if "matplotlib.pyplot" in sys.modules:  # figures made by pyplot (optuna's plots)
+            sys.modules["matplotlib.pyplot"].close(fig)
     return out
 
 
@@ -108,12 +110,11 @@ def plot_training_curves(run_dir: str | Path, out: str | Path | None = None,
 
 
 def plot_history(history: list[dict], out: str | Path, metric: str, *, loss: str | None = None,
-                 title: str = "", first_epoch: int = 0) -> Path:
-    """Curves from a ``metrics.json`` history (``[{"epoch": e, metric: .., loss: ..}]``), as
-    written by ``rankpref rank fit`` and ``rankpref sesa fit``; ``first_epoch`` is the number
-    the history gives the first epoch (0 or 1)."""
-    log = {int(h["epoch"]) - first_epoch: {k: float(v) for k, v in h.items()
-                                           if k != "epoch" and isinstance(v, (int, float))}
+                 title: str = "") -> Path:
+    """Curves from a ``metrics.json`` history (``[{"epoch": e, metric: .., loss: ..}]``, epochs
+    counted from 1), as written by ``rankpref rank fit`` and ``rankpref sesa fit``."""
+    log = {int(h["epoch"]) - 1: {k: float(v) for k, v in h.items()
+                                 if k != "epoch" and isinstance(v, (int, float))}
            for h in history}
     if loss is not None:
         for values in log.values():
@@ -135,8 +136,7 @@ def plot_curves(log: dict[int, dict[str, float]], out: str | Path, metric: str, 
         epochs = [e for e, v in log.items() if key in v]
         return [e + 1 for e in epochs], [log[e][key] for e in epochs]
 
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (left, right) = new_figure(10, 3.6, columns=2)
     for key in losses:
         left.plot(*series(key), marker=".", label=key.split("/", 1)[1])
     left.set(xlabel="epoch", ylabel="training loss", title="training loss")
@@ -147,8 +147,10 @@ def plot_curves(log: dict[int, dict[str, float]], out: str | Path, metric: str, 
     xs, ys = series(metric)
     best = max(range(len(xs)), key=lambda i: ys[i])
     right.axvline(xs[best], color="grey", linestyle="--", linewidth=1)
+    late = xs[best] > (xs[0] + xs[-1]) / 2  # label to the left of a late best epoch
     right.annotate(f"best {ys[best]:.4f} (epoch {xs[best]})", (xs[best], ys[best]),
-                   textcoords="offset points", xytext=(4, -12), fontsize=8)
+                   textcoords="offset points", xytext=(-4 if late else 4, -12), fontsize=8,
+                   ha="right" if late else "left")
     right.set(xlabel="epoch", ylabel=panel, title=panel)
     right.legend()
     fig.suptitle(title)
@@ -170,11 +172,9 @@ def plot_metric_bars(results: dict[str, dict[str, float]], out: str | Path,
         raise RankprefError(f"run {run!r} has no metric {m!r}")
     if not metrics:
         raise RankprefError("nothing to plot: the runs share no metric")
-    plt = _pyplot()
     runs = list(results)
     width = 0.8 / len(runs)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 + len(metrics) * (0.5 + 0.35 * len(runs))),
-                                    3.8))
+    fig, ax = new_figure(max(5.0, 0.9 + len(metrics) * (0.5 + 0.35 * len(runs))), 3.8)
     for i, run in enumerate(runs):
         xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(metrics))]
         values = [float(results[run][m]) for m in metrics]
@@ -187,6 +187,6 @@ def plot_metric_bars(results: dict[str, dict[str, float]], out: str | Path,
                   ha="right" if len(metrics) > 3 else "center")
     ax.set_ylabel("value")
     ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.margins(y=0.15)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside, not over
+    ax.margins(y=0.12)
     return save_figure(fig, out)

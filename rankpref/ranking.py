@@ -253,7 +253,7 @@ def build_module(cfg: RankConfig, input_dim: int, dev_x, dev_y):
             tau = -1.0 if np.isnan(tau) else tau
             self.log("dev_kendall_tau", tau, prog_bar=True)
             loss = self.trainer.callback_metrics.get("train_loss")
-            self.history.append({"epoch": self.current_epoch, "dev_kendall_tau": tau,
+            self.history.append({"epoch": self.current_epoch + 1, "dev_kendall_tau": tau,
                                  "train_loss": None if loss is None else float(loss)})
             if tau > self.best_tau:
                 self.best_tau, self.best_epoch = tau, self.current_epoch
@@ -381,7 +381,7 @@ def fit(cfg: RankConfig, pool: rated.RatedPool | None = None,
         "loss": cfg.loss.name, "model": "mlp", "split": "official" if spec.split_column
         else f"fixed {1 - cfg.data.dev_fraction - cfg.data.test_fraction:.0%}/"
         f"{cfg.data.dev_fraction:.0%}/{cfg.data.test_fraction:.0%} seed {cfg.data.split_seed}",
-        "best_epoch": module.best_epoch, "epochs_run": len(module.history),
+        "best_epoch": module.best_epoch + 1, "epochs_run": len(module.history),
         "train_seconds": round(seconds, 2), "history": module.history,
         "train_lists": data.stats[-1] if data.stats else None,
         "dev": split_metrics(_scores(scorer, xs["dev"]), dev.labels, cfg.eval, seed=1),

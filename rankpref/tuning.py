@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -485,9 +486,12 @@ def write_study_plots(study, out: Path, metric: str, echo: Callable[[str], None]
     """optuna's optimisation history and parameter importances as PNG files."""
     from optuna.visualization import matplotlib as ovm
 
-    from rankpref.plots import _pyplot, save_figure
+    import matplotlib
 
-    _pyplot()
+    from rankpref.plots import save_figure
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")  # optuna draws with pyplot; headless unless a backend is chosen
     written = {}
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     for name, draw in (("history", ovm.plot_optimization_history),

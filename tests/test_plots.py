@@ -59,6 +59,15 @@ def test_metric_bars(tmp_path):
         plot_metric_bars({}, tmp_path / "x.png")
 
 
+def test_plotting_leaves_the_global_backend_alone(tmp_path):
+    """Notebooks keep their inline backend: the plots never call matplotlib.use."""
+    import matplotlib
+
+    before = matplotlib.rcParams["backend"]
+    plot_metric_bars({"a": {"ndcg@10": 0.1}}, tmp_path / "bars.png")
+    assert matplotlib.rcParams["backend"] == before
+
+
 def test_a_failed_plot_leaves_no_file(tmp_path, monkeypatch):
     import matplotlib.figure
 
@@ -122,7 +131,6 @@ def test_history_plot_needs_its_metric(tmp_path):
     from rankpref.plots import plot_history
 
     history = [{"epoch": 1, "dev_ndcg@10": 0.2}, {"epoch": 2, "dev_ndcg@10": 0.3}]
-    assert plot_history(history, tmp_path / "h.png", "dev_ndcg@10",
-                        first_epoch=1).read_bytes()[:8] == PNG
+    assert plot_history(history, tmp_path / "h.png", "dev_ndcg@10").read_bytes()[:8] == PNG
     with pytest.raises(RankprefError, match="no 'dev_kendall_tau'.*dev_ndcg@10"):
         plot_history(history, tmp_path / "h.png", "dev_kendall_tau")
