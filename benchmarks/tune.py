@@ -66,7 +66,7 @@ def main() -> None:
     # 2. the study (continues a stored one)
     spec, base = load_spec(SPEC, [f"trials={args.trials}"])
     started = time.perf_counter()
-    summary = tune(spec, base, args.out / "study", study_name="sasrec-ml100k")
+    summary = tune(spec, base, args.out / "study", study_name="sasrec-ml100k", progress=False)
     seconds = time.perf_counter() - started
     best = json.loads((Path(summary["best_artifact"]) / "metrics.json").read_text())
 

@@ -25,6 +25,8 @@ def tune(spec: Path = typer.Argument(..., help="search spec YAML (task, base con
                                                  "after this many seconds"),
          plot: bool = typer.Option(True, "--plot/--no-plot", help="write optuna's history and "
                                    "parameter-importance plots (PNG)"),
+         progress: bool = typer.Option(True, "--progress/--no-progress", help="a progress "
+                                       "bar of finished trials"),
          set_: Optional[List[str]] = typer.Option(None, "--set", help="edit the spec: "
                                                   "key.path=value (repeatable)")):
     """Search a model's settings with optuna, selecting on the valid split; write the best
@@ -39,7 +41,7 @@ def tune(spec: Path = typer.Argument(..., help="search spec YAML (task, base con
     parsed, base = load_spec(spec, edits)
     out = out or Path("runs") / f"tune-{spec.stem}"
     summary = run_tune(parsed, base, out, storage=storage, study_name=study_name, plot=plot,
-                       echo=typer.echo)
+                       echo=typer.echo, progress=progress)
     typer.echo(json.dumps({k: summary[k] for k in ("study", "trials", "selected_on",
                                                    "best_trial", "best_value", "best_params")},
                           indent=2))

@@ -348,9 +348,11 @@ def tune(spec: TuneSpec, base: Path | None, out: str | Path, *, storage: str | N
          progress: bool = True) -> dict:
     """Run (or continue) the study until ``spec.trials`` trials have finished; write
     ``best_config.yaml``, ``study.json`` and (``plot``) optuna's history and parameter
-    importance plots into ``out``. Returns the summary that ``study.json`` holds."""
+    importance plots into ``out``. Returns the summary that ``study.json`` holds. One line per
+    trial goes to ``echo``; ``progress`` adds a bar of finished trials (stderr)."""
     import optuna
     from optuna.trial import TrialState
+    from tqdm.auto import tqdm
 
     _quiet_optuna()
     task = TASKS[spec.task]()
@@ -409,7 +411,11 @@ def tune(spec: TuneSpec, base: Path | None, out: str | Path, *, storage: str | N
             if trial.datetime_complete and trial.datetime_start else float("nan")
         best = f"; best {study.best_value:.4f} (#{study.best_trial.number})" \
             if _any_complete(study) else ""
+        bar.clear()
         echo(f"trial {trial.number}: {what} in {seconds:.0f} s [{shown}]{best}")
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            bar.update(1)
+        bar.refresh()
 
     remaining = spec.trials - finished(study)
     if remaining > 0:
@@ -417,6 +423,8 @@ def tune(spec: TuneSpec, base: Path | None, out: str | Path, *, storage: str | N
              f"finished; running up to {remaining} more, selecting on {task.monitor(base_cfg)}")
         started = time.perf_counter()
         failed_before = _count(study, TrialState.FAIL)
+        bar = tqdm(total=spec.trials, initial=finished(study), desc="trials", unit="trial",
+                   disable=not progress, leave=False)
         while remaining > 0:  # failed trials (e.g. impossible combinations) do not count
             left = None if spec.timeout is None else spec.timeout - (time.perf_counter() - started)
             if left is not None and left <= 0:
@@ -431,6 +439,7 @@ def tune(spec: TuneSpec, base: Path | None, out: str | Path, *, storage: str | N
                 echo(f"stopping: {failures} trials failed (more than the {spec.trials} wanted)")
                 break
             remaining = spec.trials - finished(study)
+        bar.close()
         echo(f"ran for {time.perf_counter() - started:.0f} s")
     else:
         echo(f"study {study_name!r}: all {spec.trials} trials already finished")
