@@ -93,7 +93,9 @@ def main() -> None:
         "default_config": str(DEFAULT.relative_to(ROOT)),
         "date": dt.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
         "threads": cfg.train.threads,
-        "trials": summary["trials"], "study_seconds_this_invocation": round(seconds, 1),
+        "trials": summary["trials"],
+        "trial_seconds_total": round(sum(t["seconds"] or 0 for t in summary["history"]), 1),
+        "study_seconds_this_invocation": round(seconds, 1),
         "default": d,
         "tuned": {**b, "trial": summary["best_trial"], "params": summary["best_params"],
                   "budget": f"{spec.overrides.get('train.epochs')} epochs, patience "
