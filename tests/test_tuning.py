@@ -173,9 +173,10 @@ def test_study_resumes_writes_best_config_and_plots(tmp_path):
     assert summary["best_value"] == max(t["value"] for t in summary["history"])
     assert not (Path(summary["best_artifact"]).parent / "checkpoints").exists()
 
-    # continue the same study to 3 finished trials: exactly one more runs
+    # continue the same study to 3 finished trials (naming its storage): exactly one more runs
     res = runner.invoke(app, ["tune", str(spec_path), "--out", str(out), "--trials", "3",
-                              "--no-plot"])
+                              "--storage", f"sqlite:///{out / 'study.db'}",
+                              "--study-name", "study", "--no-plot"])
     assert res.exit_code == 0, res.output
     assert "2 of 3 trials finished; running up to 1 more" in res.output
     assert json.loads((out / "study.json").read_text())["trials"] == {"complete": 3}
@@ -185,10 +186,9 @@ def test_study_resumes_writes_best_config_and_plots(tmp_path):
     # the best config is a full config that `rankpref fit` accepts, with the best values
     best = out / "best_config.yaml"
     cfg = load_config(best)
-    params = summary_after = json.loads((out / "study.json").read_text())["best_params"]
+    params = json.loads((out / "study.json").read_text())["best_params"]
     assert cfg.train.lr == pytest.approx(params["train.lr"])
     assert cfg.model.dropout == params["model.dropout"] and cfg.output_dir is None
-    assert summary_after
     res = runner.invoke(app, ["fit", "--config", str(best), "--epochs", "1",
                               "--out", str(tmp_path / "refit")])
     assert res.exit_code == 0, res.output
