@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rankpref.errors import ConfigError, RankprefError
 from rankpref.io import write_json, write_text
@@ -124,9 +124,31 @@ class TuneSpec(_Strict):
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
 
-    def fingerprint(self) -> str:
-        """What must not change when a stored study is continued (trials/timeout may)."""
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _flatten(cls, value):
+        """``{train: {epochs: 5}}`` means ``{train.epochs: 5}``: set that one key, never replace
+        the base config's whole ``train`` section."""
+        if not isinstance(value, dict):
+            return value
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, node: dict):
+            for key, item in node.items():
+                dotted = f"{prefix}{key}"
+                if isinstance(item, dict) and item:
+                    walk(f"{dotted}.", item)
+                else:
+                    flat[dotted] = item
+
+        walk("", value)
+        return flat
+
+    def fingerprint(self, base: Path | None = None) -> str:
+        """What must not change when a stored study is continued (trials/timeout may): the
+        spec and the text of its base config."""
         keep = self.model_dump(mode="json", exclude={"trials", "timeout"})
+        keep["base_text"] = base.read_text("utf-8") if base is not None else None
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -367,14 +389,14 @@ def tune(spec: TuneSpec, base: Path | None, out: str | Path, *, storage: str | N
                                     sampler=_sampler(spec.sampler), pruner=_pruner(spec.pruner))
     except (ValueError, ImportError) as exc:
         raise ConfigError(f"--storage {storage!r}: {exc}") from None
-    stored = study.user_attrs.get("spec_fingerprint")
+    stored, current = study.user_attrs.get("spec_fingerprint"), spec.fingerprint(base)
     if stored is None:
-        study.set_user_attr("spec_fingerprint", spec.fingerprint())
+        study.set_user_attr("spec_fingerprint", current)
         study.set_user_attr("task", spec.task)
-    elif stored != spec.fingerprint():
+    elif stored != current:
         raise ConfigError(f"study {study_name!r} in {storage} was started with another spec "
-                          "(task, base config, overrides, space, sampler or pruner differ); "
-                          "use another --study-name or --out")
+                          "(task, base config or its text, overrides, space, sampler or "
+                          "pruner differ); use another --study-name or --out")
     base_args = _override_args(spec.overrides)
     trials_dir = out / "trials"
 

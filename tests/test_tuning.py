@@ -99,6 +99,18 @@ def test_space_is_checked_against_the_model_config_before_training(tmp_path):
         load_spec(_write_spec(tmp_path, {**DEMO_SPEC, "base_config": "nope.yaml"}))
 
 
+def test_nested_overrides_set_single_keys(tmp_path):
+    """A nested mapping (or --set overrides.train.epochs=..) sets one key; it never replaces
+    the base config's whole section."""
+    (tmp_path / "base.yaml").write_text("train:\n  lr: 0.005\n  patience: 3\n",
+                                        encoding="utf-8")
+    tree = {**DEMO_SPEC, "base_config": "base.yaml", "overrides": {"train": {"epochs": 7}}}
+    spec, base = load_spec(_write_spec(tmp_path, tree), ["overrides.train.patience=4"])
+    assert spec.overrides == {"train.epochs": 7, "train.patience": 4}
+    cfg = check_space(spec, TASKS["next_item"](), base)
+    assert (cfg.train.epochs, cfg.train.patience, cfg.train.lr) == (7, 4, 0.005)
+
+
 def test_base_config_is_relative_to_the_spec(tmp_path):
     (tmp_path / "base.yaml").write_text("model:\n  hidden: 24\n  heads: 1\n", encoding="utf-8")
     spec, base = load_spec(_write_spec(tmp_path, {**DEMO_SPEC, "base_config": "base.yaml"}))
@@ -193,7 +205,7 @@ def test_study_resumes_writes_best_config_and_plots(tmp_path):
                               "--out", str(tmp_path / "refit")])
     assert res.exit_code == 0, res.output
 
-    # a changed spec cannot continue the stored study
+    # a changed spec, or a changed base config file, cannot continue the stored study
     changed = _write_spec(tmp_path, {**DEMO_SPEC, "space": {
         "train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}, "other.yaml")
     res = runner.invoke(app, ["tune", str(changed), "--out", str(out), "--study-name", "study"])
@@ -293,3 +305,14 @@ def test_sesa_study_and_pulse_space(tmp_path):
                        "pulse.id_dropout": {"type": "float", "low": 0.0, "high": 0.5}}}
     spec, base = load_spec(_write_spec(tmp_path, pulse, "pulse.yaml"))
     assert check_space(spec, TASKS["next_item"](), base).model.name == "pulse"
+
+
+def test_an_edited_base_config_cannot_continue_the_study(tmp_path):
+    (tmp_path / "base.yaml").write_text("model:\n  hidden: 16\n", encoding="utf-8")
+    tree = {**DEMO_SPEC, "base_config": "base.yaml", "trials": 1,
+            "overrides": {**DEMO_SPEC["overrides"], "train.epochs": 1}}
+    spec, base = load_spec(_write_spec(tmp_path, tree))
+    tune(spec, base, tmp_path / "study", plot=False, echo=lambda _: None)
+    (tmp_path / "base.yaml").write_text("model:\n  hidden: 24\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="base config or its text"):
+        tune(spec, base, tmp_path / "study", plot=False, echo=lambda _: None)
