@@ -14,7 +14,7 @@ from rankpref.cli_common import friendly
 @friendly
 def tune(spec: Path = typer.Argument(..., help="search spec YAML (task, base config, space)"),
          out: Optional[Path] = typer.Option(None, "--out", help="study folder (default "
-                                            "runs/tune-<spec name>)"),
+                                            "runs/<spec name>, prefixed tune-)"),
          storage: Optional[str] = typer.Option(None, help="optuna storage URL, e.g. "
                                                "sqlite:///study.db (default: <out>/study.db); "
                                                "running again continues the study"),
@@ -39,7 +39,8 @@ def tune(spec: Path = typer.Argument(..., help="search spec YAML (task, base con
     if timeout is not None:
         edits.append(f"timeout={timeout}")
     parsed, base = load_spec(spec, edits)
-    out = out or Path("runs") / f"tune-{spec.stem}"
+    out = out or Path("runs") / (spec.stem if spec.stem.startswith("tune") else
+                                 f"tune-{spec.stem}")
     summary = run_tune(parsed, base, out, storage=storage, study_name=study_name, plot=plot,
                        echo=typer.echo, progress=progress)
     typer.echo(json.dumps({k: summary[k] for k in ("study", "trials", "selected_on",

@@ -192,6 +192,7 @@ class Task:
     fit: Callable[[Any, list], TrialResult]  # (config, extra callbacks) -> result
     monitor: Callable[[Any], str]  # the per-epoch value logged for pruning
     fit_command: str
+    check: Callable[[Any], None] = lambda cfg: None  # rules beyond the schema (ConfigError)
 
 
 def _override_args(values: dict[str, Any]) -> list[str]:
@@ -226,13 +227,18 @@ def _next_item_task() -> Task:
         metrics = json.loads((artifact / "metrics.json").read_text("utf-8"))
         return TrialResult(float(metrics["valid"][cfg.eval.monitor]), artifact, metrics)
 
+    def check(cfg):
+        if cfg.model.hidden % cfg.model.heads:
+            raise ConfigError(f"model.hidden ({cfg.model.hidden}) must be divisible by "
+                              f"model.heads ({cfg.model.heads})")
+
     return Task("next_item", lambda base, o: load_config(base, o), to_yaml, fit,
-                lambda cfg: f"valid/{cfg.eval.monitor}", "rankpref fit --config")
+                lambda cfg: f"valid/{cfg.eval.monitor}", "rankpref fit --config", check)
 
 
 def _rank_task() -> Task:
+    from rankpref.ranking import check_loss_config, load_data, load_rank_config, rank_config_yaml
     from rankpref.ranking import fit as run_fit
-    from rankpref.ranking import load_data, load_rank_config, rank_config_yaml
 
     pool = _keep_last(lambda cfg: load_data(cfg.data))
 
@@ -242,7 +248,8 @@ def _rank_task() -> Task:
         return TrialResult(float(metrics["dev"]["kendall_tau"]), artifact, metrics)
 
     return Task("rank", lambda base, o: load_rank_config(base, o), rank_config_yaml, fit,
-                lambda cfg: "dev_kendall_tau", "rankpref rank fit --config")
+                lambda cfg: "dev_kendall_tau", "rankpref rank fit --config",
+                lambda cfg: check_loss_config(cfg.loss))
 
 
 def _sesa_task() -> Task:
@@ -267,15 +274,17 @@ TASKS = {"next_item": _next_item_task, "rank": _rank_task, "sesa": _sesa_task}
 
 
 def check_space(spec: TuneSpec, task: Task, base: Path | None) -> Any:
-    """Validate the base config and every searched value against the task's config schema
-    before anything trains: an unknown key or an impossible value is an error naming it.
-    Returns the validated base config."""
+    """Validate the base config and every searched value (each with the others at the base)
+    against the task's config schema and rules before anything trains: an unknown key or an
+    impossible value is an error naming it. Combinations are only known when a trial samples
+    them; an impossible one fails that trial. Returns the validated base config."""
     base_args = _override_args(spec.overrides)
     cfg = task.load(base, base_args)
+    task.check(cfg)
     for key, param in spec.space.items():
         for value in param.values_to_check():
             try:
-                task.load(base, base_args + _override_args({key: value}))
+                task.check(task.load(base, base_args + _override_args({key: value})))
             except ConfigError as exc:
                 raise ConfigError(f"space.{key} = {value!r} does not give a valid "
                                   f"{task.name} config: {exc}") from None

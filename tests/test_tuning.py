@@ -95,6 +95,15 @@ def test_space_is_checked_against_the_model_config_before_training(tmp_path):
     spec, base = load_spec(_write_spec(tmp_path, bad_value))
     with pytest.raises(ConfigError, match=r"space.model.dropout = 1.5"):
         check_space(spec, task, base)
+    rule = {**DEMO_SPEC, "space": {"model.heads": {"type": "categorical", "choices": [1, 3]}}}
+    spec, base = load_spec(_write_spec(tmp_path, rule))  # hidden 16 / 3 heads: a model rule
+    with pytest.raises(ConfigError, match=r"space.model.heads = 3 .*divisible"):
+        check_space(spec, task, base)
+    rank = {"task": "rank", "space": {"loss.pairs": {"type": "categorical",
+                                                      "choices": ["nonlocal", "skip"]}}}
+    spec, base = load_spec(_write_spec(tmp_path, rank))
+    with pytest.raises(ConfigError, match=r"space.loss.pairs = 'skip' .*needs loss.skips"):
+        check_space(spec, TASKS["rank"](), base)
     with pytest.raises(ConfigError, match="base_config 'nope.yaml' not found"):
         load_spec(_write_spec(tmp_path, {**DEMO_SPEC, "base_config": "nope.yaml"}))
 
@@ -217,9 +226,11 @@ def test_pruner_stops_bad_trials_and_failures_are_counted(tmp_path):
             "overrides": {**DEMO_SPEC["overrides"], "train.epochs": 4, "train.patience": 4},
             "sampler": {"name": "random", "seed": 1},
             "pruner": {"name": "median", "startup_trials": 1, "warmup_epochs": 0},
-            # heads=3 does not divide hidden=16: that trial fails and the study goes on
+            # each value is valid alone, but heads=4 does not divide hidden=18: a trial with
+            # both fails and the study goes on
             "space": {"train.lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
-                      "model.heads": {"type": "categorical", "choices": [1, 3]}}}
+                      "model.hidden": {"type": "categorical", "choices": [16, 18]},
+                      "model.heads": {"type": "categorical", "choices": [1, 4]}}}
     spec, base = load_spec(_write_spec(tmp_path, tree))
     lines: list[str] = []
     summary = tune(spec, base, tmp_path / "study", plot=False, echo=lines.append)
@@ -230,10 +241,10 @@ def test_pruner_stops_bad_trials_and_failures_are_counted(tmp_path):
     for t in summary["history"]:
         if t["state"] == "pruned":
             assert t["epochs_reported"] < 4
-        if t["params"].get("model.heads") == 3:
-            assert t["state"] == "fail"
-    assert any("fail" in line and "divisible" in line for line in lines) == (
-        states.get("fail", 0) > 0)
+        impossible = (t["params"]["model.hidden"], t["params"]["model.heads"]) == (18, 4)
+        assert (t["state"] == "fail") == impossible
+    assert states.get("fail", 0) > 0
+    assert any("fail" in line and "divisible" in line for line in lines)
 
 
 def test_rank_study_best_config_is_accepted_by_rank_fit(tmp_path):
@@ -316,3 +327,10 @@ def test_an_edited_base_config_cannot_continue_the_study(tmp_path):
     (tmp_path / "base.yaml").write_text("model:\n  hidden: 24\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="base config or its text"):
         tune(spec, base, tmp_path / "study", plot=False, echo=lambda _: None)
+
+
+@pytest.mark.parametrize("spec_path", sorted((ROOT / "benchmarks" / "configs").glob("tune_*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_specs_are_valid(spec_path):
+    spec, base = load_spec(spec_path)
+    check_space(spec, TASKS[spec.task](), base)
