@@ -524,9 +524,8 @@ def summarise(study, spec: TuneSpec, task: Task, base: Path | None, base_args: l
 
 def write_study_plots(study, out: Path, metric: str, echo: Callable[[str], None]) -> dict:
     """optuna's optimisation history and parameter importances as PNG files."""
-    from optuna.visualization import matplotlib as ovm
-
     import matplotlib
+    from optuna.visualization import matplotlib as ovm
 
     from rankpref.plots import save_figure
 
