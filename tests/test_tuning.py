@@ -334,3 +334,34 @@ def test_an_edited_base_config_cannot_continue_the_study(tmp_path):
 def test_shipped_specs_are_valid(spec_path):
     spec, base = load_spec(spec_path)
     check_space(spec, TASKS[spec.task](), base)
+
+
+@pytest.mark.slow
+def test_killed_trial_is_retried_after_the_heartbeat_grace_period(tmp_path):
+    """After the 45 s grace period, the killed process's running trial is marked failed and
+    retried with the same parameters."""
+    tree = {**DEMO_SPEC, "trials": 3,
+            "overrides": {**DEMO_SPEC["overrides"], "train.epochs": 8, "train.patience": 8}}
+    spec_path = _write_spec(tmp_path, tree)
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "rankpref.cli", "tune", str(spec_path), "--out", str(out),
+           "--no-plot", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in proc.stdout:
+            if line.startswith("trial 1:"):
+                time.sleep(1.0)
+                break
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    time.sleep(50)
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    history = json.loads((out / "study.json").read_text())["history"]
+    failed = [t for t in history if t["state"] == "fail"]
+    assert len(failed) == 1
+    retried = [t for t in history if t["number"] > failed[0]["number"]
+               and t["params"] == failed[0]["params"]]
+    assert retried and retried[0]["state"] == "complete"
