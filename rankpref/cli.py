@@ -124,9 +124,16 @@ def evaluate(artifact: List[Path] = typer.Option(..., help="artifact or run fold
     if plot:
         from rankpref.plots import plot_metric_bars
 
+        first_name, first = next(iter(results.items()))
+        for name, r in results.items():  # one chart compares runs measured the same way
+            for key in ("dataset", "split", "protocol", "mask_history"):
+                if r[key] != first[key]:
+                    raise RankprefError(f"--plot: run {name!r} has {key} {r[key]!r} but "
+                                        f"{first_name!r} has {first[key]!r}; plot runs "
+                                        "measured the same way (--protocol and "
+                                        "--mask-history apply to every run)")
         bars = {name: {f"{s} {m}": v for s in splits for m, v in r[s].items()
                        if m.startswith(("recall@", "ndcg@"))} for name, r in results.items()}
-        first = next(iter(results.values()))
         target = plot_file or (output.with_suffix(".png") if output else Path("evaluation.png"))
         title = (f"{first['dataset']}: {first['protocol']} ranking, mask_history="
                  f"{first['mask_history']}")

@@ -42,7 +42,7 @@ def tune(spec: Path = typer.Argument(..., help="search spec YAML (task, base con
     out = out or Path("runs") / (spec.stem if spec.stem.startswith("tune") else
                                  f"tune-{spec.stem}")
     summary = run_tune(parsed, base, out, storage=storage, study_name=study_name, plot=plot,
-                       echo=typer.echo, progress=progress)
+                       echo=typer.echo, progress=progress, source=str(spec))
     typer.echo(json.dumps({k: summary[k] for k in ("study", "trials", "selected_on",
                                                    "best_trial", "best_value", "best_params")},
                           indent=2))

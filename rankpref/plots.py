@@ -65,7 +65,8 @@ def read_training_log(run_dir: str | Path) -> dict[int, dict[str, float]]:
 
     Accepts a run folder or its artifact (``<run>/model``). Rows of one epoch (Lightning writes
     training and validation values on separate rows) are merged; where a resumed launch
-    repeats an epoch, the later launch wins.
+    repeats an epoch, the later launch wins. A launch whose log starts at epoch 0 started the
+    run over (``train.resume: false``), so only it and the launches after it count.
     """
     run_dir = run_folder(run_dir)
     files = _log_files(run_dir)
@@ -90,6 +91,8 @@ def read_training_log(run_dir: str | Path) -> dict[int, dict[str, float]]:
                         except ValueError:
                             raise RankprefError(f"{path}, line {line}, field '{key}': not a "
                                                 f"number: {text!r}") from None
+        if seen and min(seen) == 0:
+            epochs = {}  # a fresh start: older launches belong to a run that was replaced
         epochs.update(seen)
     return dict(sorted(epochs.items()))
 
@@ -125,8 +128,8 @@ def plot_history(history: list[dict], out: str | Path, metric: str, *, loss: str
 
 def plot_curves(log: dict[int, dict[str, float]], out: str | Path, metric: str, *,
                 extra: list[str] = (), title: str = "", panel: str = "validation") -> Path:
-    """Two panels: every ``train/*`` key of ``log`` ({0-based epoch: {key: value}}), and
-    ``metric`` (plus ``extra`` keys) with its best epoch marked."""
+    """Two panels: every ``train/*`` key of ``log`` ({0-based epoch: {key: value}}) (left, if
+    any), and ``metric`` (plus ``extra`` keys) with its best epoch marked."""
     keys = sorted({k for values in log.values() for k in values})
     if metric not in keys:
         raise RankprefError(f"the log has no '{metric}' (it has: {', '.join(keys) or 'nothing'})")
@@ -136,12 +139,14 @@ def plot_curves(log: dict[int, dict[str, float]], out: str | Path, metric: str, 
         epochs = [e for e, v in log.items() if key in v]
         return [e + 1 for e in epochs], [log[e][key] for e in epochs]
 
-    fig, (left, right) = new_figure(10, 3.6, columns=2)
-    for key in losses:
-        left.plot(*series(key), marker=".", label=key.split("/", 1)[1])
-    left.set(xlabel="epoch", ylabel="training loss", title="training loss")
     if losses:
+        fig, (left, right) = new_figure(10, 3.6, columns=2)
+        for key in losses:
+            left.plot(*series(key), marker=".", label=key.split("/", 1)[1])
+        left.set(xlabel="epoch", ylabel="training loss", title="training loss")
         left.legend()
+    else:  # no loss in the log: one panel
+        fig, right = new_figure(5.5, 3.6)
     for key in [metric] + [k for k in extra if k in keys and k != metric]:
         right.plot(*series(key), marker=".", label=key.split("/", 1)[-1])
     xs, ys = series(metric)

@@ -33,7 +33,7 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -68,6 +68,13 @@ class ParamSpec(_Strict):
                 raise ValueError("categorical needs a non-empty 'choices' list")
             if self.low is not None or self.high is not None or self.log or self.step:
                 raise ValueError("categorical takes only 'choices'")
+            bad = [c for c in self.choices if not isinstance(c, (str, int, float, bool))
+                   and c is not None]
+            if bad:  # optuna stores choices as scalars
+                raise ValueError(f"choices must be numbers, strings, booleans or null; got "
+                                 f"{bad[0]!r}")
+            if len({json.dumps(c) for c in self.choices}) < len(self.choices):
+                raise ValueError("choices repeat a value")
             return self
         if self.choices is not None:
             raise ValueError(f"{self.type} takes low/high, not 'choices'")
@@ -79,17 +86,26 @@ class ParamSpec(_Strict):
             raise ValueError("a log scale needs low > 0")
         if self.log and self.step:
             raise ValueError("'log' and 'step' cannot be combined")
-        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
-            raise ValueError("int ranges need whole-number low/high")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)
+                                   or (self.step is not None and self.step != int(self.step))):
+            raise ValueError("int ranges need whole-number low/high/step")
+        if self.step is not None and self.step > self.high - self.low:
+            raise ValueError(f"step ({self.step}) is larger than the range")
         return self
 
     def values_to_check(self) -> list:
-        """Values that must each give a valid config (checked before any trial runs)."""
+        """Values that must each give a valid config (checked before any trial runs): every
+        choice, or both ends and a point inside the range (a float range on an int setting
+        fails there)."""
         if self.type == "categorical":
             return list(self.choices)
         if self.type == "int":
-            return [int(self.low), int(self.high)]
-        return [float(self.low), float(self.high)]
+            return sorted({int(self.low), (int(self.low) + int(self.high)) // 2, int(self.high)})
+        if self.log:
+            inside = self.low * (self.high / self.low) ** 0.37
+        else:
+            inside = self.low + 0.37 * (self.high - self.low)
+        return [float(self.low), inside, float(self.high)]
 
     def suggest(self, trial, name: str):
         if self.type == "categorical":
@@ -136,7 +152,10 @@ class TuneSpec(_Strict):
         def walk(prefix: str, node: dict):
             for key, item in node.items():
                 dotted = f"{prefix}{key}"
-                if isinstance(item, dict) and item:
+                if isinstance(item, dict) and not item:
+                    raise ValueError(f"{dotted}: an empty mapping would replace that whole "
+                                     "section of the base config; remove it")
+                if isinstance(item, dict):
                     walk(f"{dotted}.", item)
                 else:
                     flat[dotted] = item
@@ -193,6 +212,11 @@ class Task:
     monitor: Callable[[Any], str]  # the per-epoch value logged for pruning
     fit_command: str
     check: Callable[[Any], None] = lambda cfg: None  # rules beyond the schema (ConfigError)
+    # settings that decide what a trial is measured on (data, split, metric): searching them
+    # would compare trials on different yardsticks, so they may be set but not searched
+    fixed: tuple[str, ...] = ()
+    searchable: tuple[str, ...] = ()  # exceptions to ``fixed``
+    trial_overrides: dict = field(default_factory=dict)  # every trial starts afresh
 
 
 def _override_args(values: dict[str, Any]) -> list[str]:
@@ -231,9 +255,15 @@ def _next_item_task() -> Task:
         if cfg.model.hidden % cfg.model.heads:
             raise ConfigError(f"model.hidden ({cfg.model.hidden}) must be divisible by "
                               f"model.heads ({cfg.model.heads})")
+        name, _, k = cfg.eval.monitor.partition("@")
+        if name not in ("recall", "ndcg", "mrr") or not k.isdigit() or int(k) not in cfg.eval.ks:
+            raise ConfigError(f"eval.monitor {cfg.eval.monitor!r} is not computed: use "
+                              f"recall/ndcg/mrr@k with k in eval.ks {cfg.eval.ks}")
 
     return Task("next_item", lambda base, o: load_config(base, o), to_yaml, fit,
-                lambda cfg: f"valid/{cfg.eval.monitor}", "rankpref fit --config", check)
+                lambda cfg: f"valid/{cfg.eval.monitor}", "rankpref fit --config", check,
+                fixed=("data.", "eval."), searchable=("data.max_len",),
+                trial_overrides={"train.resume": False})
 
 
 def _rank_task() -> Task:
@@ -249,7 +279,10 @@ def _rank_task() -> Task:
 
     return Task("rank", lambda base, o: load_rank_config(base, o), rank_config_yaml, fit,
                 lambda cfg: "dev_kendall_tau", "rankpref rank fit --config",
-                lambda cfg: check_loss_config(cfg.loss))
+                lambda cfg: check_loss_config(cfg.loss),
+                fixed=("eval.", "data.name", "data.target", "data.split", "data.dev_fraction",
+                       "data.test_fraction", "data.id_column", "data.rater_column",
+                       "data.std_column"))
 
 
 def _sesa_task() -> Task:
@@ -267,26 +300,36 @@ def _sesa_task() -> Task:
         return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
     return Task("sesa", lambda base, o: sesa.load_config(base, o), to_yaml, fit,
-                lambda cfg: "dev/ndcg@10", "rankpref sesa fit --config")
+                lambda cfg: "dev/ndcg@10", "rankpref sesa fit --config",
+                fixed=("data.",), searchable=("data.max_tasks",))
 
 
 TASKS = {"next_item": _next_item_task, "rank": _rank_task, "sesa": _sesa_task}
 
 
-def check_space(spec: TuneSpec, task: Task, base: Path | None) -> Any:
+def check_space(spec: TuneSpec, task: Task, base: Path | None, source: str = "spec") -> Any:
     """Validate the base config and every searched value (each with the others at the base)
     against the task's config schema and rules before anything trains: an unknown key or an
     impossible value is an error naming it. Combinations are only known when a trial samples
     them; an impossible one fails that trial. Returns the validated base config."""
     base_args = _override_args(spec.overrides)
-    cfg = task.load(base, base_args)
-    task.check(cfg)
+    try:
+        cfg = task.load(base, base_args)
+        task.check(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: base_config and overrides do not give a valid "
+                          f"{task.name} config: {exc}") from None
+    for key in spec.space:
+        if key.startswith(task.fixed) and not key.startswith(task.searchable):
+            raise ConfigError(f"{source}: space.{key}: this setting decides what trials are "
+                              "measured on (data, split or metric); set it in overrides, "
+                              "do not search it")
     for key, param in spec.space.items():
         for value in param.values_to_check():
             try:
                 task.check(task.load(base, base_args + _override_args({key: value})))
             except ConfigError as exc:
-                raise ConfigError(f"space.{key} = {value!r} does not give a valid "
+                raise ConfigError(f"{source}: space.{key} = {value!r} does not give a valid "
                                   f"{task.name} config: {exc}") from None
     return cfg
 
@@ -332,12 +375,15 @@ def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def _sampler(spec: SamplerSpec):
+def _sampler(spec: SamplerSpec, trials_so_far: int = 0):
+    """The sampler; a continued study seeds it past the trials it already has, so it does not
+    replay the first run's draws."""
     import optuna
 
+    seed = spec.seed + trials_so_far
     if spec.name == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.startup_trials)
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.startup_trials)
 
 
 def _pruner(spec: PrunerSpec):
@@ -350,17 +396,23 @@ def _pruner(spec: PrunerSpec):
 
 
 def _storage(url: str):
+    """An optuna RDB storage (SQLite, PostgreSQL, MySQL) whose heartbeat marks the running
+    trial of a killed process as failed after a grace period and runs its values again."""
     import optuna
 
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    if url.startswith(("sqlite:", "postgresql", "mysql")):
-        # a heartbeat marks trials of a killed process as failed; they are then retried once
+    if not url.startswith(("sqlite:///", "postgresql", "mysql")):
+        raise ConfigError(f"--storage {url!r}: give a database URL, e.g. sqlite:///study.db, "
+                          "postgresql://... or mysql://...")
+    try:
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.RDBStorage(
             url, heartbeat_interval=15, grace_period=45,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                 max_retry=1))
-    return url  # journal files and the like: optuna parses the URL
+    except Exception as exc:  # sqlalchemy's errors, a folder that cannot be made, ...
+        raise ConfigError(f"--storage {url!r}: cannot open it ({type(exc).__name__}: "
+                          f"{exc})") from None
 
 
 def _count(study, *states) -> int:
@@ -376,7 +428,7 @@ def finished(study) -> int:
 
 def tune(spec: TuneSpec, base: Path | None, out: str | Path, *, storage: str | None = None,
          study_name: str | None = None, plot: bool = True, echo: Callable[[str], None] = print,
-         progress: bool = True) -> dict:
+         progress: bool = True, source: str = "spec") -> dict:
     """Run (or continue) the study until ``spec.trials`` trials have finished; write
     ``best_config.yaml``, ``study.json`` and (``plot``) optuna's history and parameter
     importance plots into ``out``. Returns the summary that ``study.json`` holds. One line per
@@ -387,17 +439,17 @@ def tune(spec: TuneSpec, base: Path | None, out: str | Path, *, storage: str | N
 
     _quiet_optuna()
     task = TASKS[spec.task]()
-    base_cfg = check_space(spec, task, base)
+    base_cfg = check_space(spec, task, base, source)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'study.db').as_posix()}"
     study_name = study_name or out.name
-    try:
-        study = optuna.create_study(study_name=study_name, storage=_storage(storage),
-                                    load_if_exists=True, direction="maximize",
-                                    sampler=_sampler(spec.sampler), pruner=_pruner(spec.pruner))
-    except (ValueError, ImportError) as exc:
-        raise ConfigError(f"--storage {storage!r}: {exc}") from None
+    rdb = _storage(storage)  # a bad URL is refused before the folder is claimed
+    _claim_folder(out, study_name, storage)
+    so_far = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(
+        rdb, include_best_trial=False)}.get(study_name, 0)
+    study = optuna.create_study(study_name=study_name, storage=rdb, load_if_exists=True,
+                                direction="maximize", sampler=_sampler(spec.sampler, so_far),
+                                pruner=_pruner(spec.pruner))
     stored, current = study.user_attrs.get("spec_fingerprint"), spec.fingerprint(base)
     if stored is None:
         study.set_user_attr("spec_fingerprint", current)
@@ -405,21 +457,27 @@ def tune(spec: TuneSpec, base: Path | None, out: str | Path, *, storage: str | N
     elif stored != current:
         raise ConfigError(f"study {study_name!r} in {storage} was started with another spec "
                           "(task, base config or its text, overrides, space, sampler or "
-                          "pruner differ); use another --study-name or --out")
+                          "pruner differ); use another --out")
     base_args = _override_args(spec.overrides)
+    trial_args = base_args + _override_args(task.trial_overrides)
     trials_dir = out / "trials"
 
     def objective(trial):
-        values = {key: param.suggest(trial, key) for key, param in spec.space.items()}
         run_dir = trials_dir / f"{trial.number:04d}"
-        cfg = task.load(base, base_args + _override_args(values)
-                        + _override_args({"output_dir": str(run_dir)}))
         trial.set_user_attr("run_dir", str(run_dir))
         try:
+            values = {key: param.suggest(trial, key) for key, param in spec.space.items()}
+            cfg = task.load(base, trial_args + _override_args(values)
+                            + _override_args({"output_dir": str(run_dir)}))
+            task.check(cfg)
+            shutil.rmtree(run_dir, ignore_errors=True)  # left by a study whose storage is gone
             result = task.fit(cfg, [pruning_callback(trial, task.monitor(cfg))])
         except (RankprefError, ValueError, AssertionError) as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise
+        except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit
+            trial.set_user_attr("error", "interrupted")
+            raise KeyboardInterrupt from None  # optuna marks the trial failed, then stops
         finally:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # resume state only
         trial.set_user_attr("best_epoch", result.metrics.get("best_epoch"))
@@ -477,11 +535,31 @@ def tune(spec: TuneSpec, base: Path | None, out: str | Path, *, storage: str | N
     if not _any_complete(study):
         raise RankprefError(f"study {study_name!r}: no trial completed (see the failures "
                             "above); nothing to write")
+    for leftover in trials_dir.glob("*/checkpoints"):  # of trials killed mid-way
+        shutil.rmtree(leftover, ignore_errors=True)
     summary = summarise(study, spec, task, base, base_args, out, storage)
     if plot:
         summary["plots"] = write_study_plots(study, out, task.monitor(base_cfg), echo)
     write_json(out / "study.json", summary)
     return summary
+
+
+def _claim_folder(out: Path, study_name: str, storage: str) -> None:
+    """One study per folder: its trials, best config and plots live there. A folder that holds
+    another study (name or storage) is refused."""
+    marker = out / "study.json"
+    if marker.exists():
+        try:
+            held = json.loads(marker.read_text("utf-8"))
+            held = (held["study"], held["storage"])
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{marker}: not a study summary; choose another --out") from None
+        if held != (study_name, storage):
+            raise ConfigError(f"{out} holds study {held[0]!r} ({held[1]}); choose another "
+                              f"--out for study {study_name!r} ({storage})")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(marker, {"study": study_name, "storage": storage, "trials": {}})
 
 
 def _short(value) -> str:
@@ -539,8 +617,8 @@ def write_study_plots(study, out: Path, metric: str, echo: Callable[[str], None]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ax = draw(study, target_name=metric)
-        except (ValueError, RuntimeError) as exc:  # e.g. importances need 2+ complete trials
-            echo(f"no {name} plot: {exc}")
+        except Exception as exc:  # e.g. importances need 2+ complete trials; never fatal
+            echo(f"no {name} plot: {type(exc).__name__}: {exc}")
             continue
         fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
         written[name] = str(save_figure(fig, out / f"{name}.png"))

@@ -34,6 +34,12 @@ def test_log_rows_of_an_epoch_merge_and_a_resumed_launch_wins(tmp_path):
     assert log == {0: {"train/loss": 5.0, "valid/ndcg@10": 0.10, "valid/recall@10": 0.20},
                    1: {"train/loss": 3.9, "valid/ndcg@10": 0.16, "valid/recall@10": 0.26},
                    2: {"train/loss": 3.5, "valid/ndcg@10": 0.12, "valid/recall@10": 0.22}}
+    # a later launch that started over (its log begins at epoch 0) replaces the older ones
+    _log(run, 2, "0,10,,0.30,0.40\n0,10,2.0,,\n")
+    assert read_training_log(run) == {0: {"train/loss": 2.0, "valid/ndcg@10": 0.30,
+                                          "valid/recall@10": 0.40}}
+    (run / "logs" / "version_2" / "metrics.csv").unlink()
+    (run / "logs" / "version_2").rmdir()
     out = plot_training_curves(run)
     assert out == run / "training_curves.png" and out.read_bytes()[:8] == PNG
     with pytest.raises(RankprefError, match=r"no 'valid/mrr@5' \(it has: .*valid/ndcg@10"):
@@ -112,6 +118,17 @@ def test_fit_and_evaluate_plot_from_the_cli(tmp_path):
     assert res.exit_code == 0, res.output
     assert "test" in json.loads((tmp_path / "one.json").read_text())
     assert (tmp_path / "chart.png").read_bytes()[:8] == PNG
+    # runs measured differently are not drawn on one chart
+    res = runner.invoke(app, ["evaluate", "--artifact", str(runs[0]), "--artifact",
+                              str(runs[1]), "--set", "eval.mask_history=false", "--plot",
+                              "--plot-file", str(tmp_path / "same.png")])
+    assert res.exit_code == 0, res.output  # --set applies to every run: still comparable
+    other = tmp_path / "sasrec" / "model" / "config.yaml"
+    other.write_text(other.read_text().replace("mask_history: true", "mask_history: false"))
+    res = runner.invoke(app, ["evaluate", "--artifact", str(runs[0]), "--artifact",
+                              str(runs[1]), "--plot", "--plot-file", str(tmp_path / "no.png")])
+    assert res.exit_code == 2 and "mask_history True but 'sasrec' has False" in res.output
+    assert not (tmp_path / "no.png").exists()
 
 
 def test_rank_and_sesa_fit_plot_their_dev_history(tmp_path):

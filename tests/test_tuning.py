@@ -69,12 +69,35 @@ class FakeTrial:
     ({"type": "int", "low": 1.5, "high": 3}, "whole-number"),
     ({"type": "float", "low": 0, "high": 1, "choices": [1]}, "not 'choices'"),
     ({"type": "float", "low": 0, "hihg": 1}, "unknown key"),
+    ({"type": "int", "low": 1, "high": 3, "step": 0.5}, "whole-number"),
+    ({"type": "int", "low": 1, "high": 3, "step": 4}, "larger than the range"),
+    ({"type": "categorical", "choices": [[32], [64, 32]]}, "numbers, strings"),
+    ({"type": "categorical", "choices": [1, 2, 1]}, "repeat"),
 ])
 def test_bad_param_specs_are_refused(tmp_path, param, message):
     spec = _write_spec(tmp_path, {**DEMO_SPEC, "space": {"train.lr": param}})
     with pytest.raises(ConfigError, match=message) as err:
         load_spec(spec)
     assert "space.train.lr" in str(err.value) and str(spec) in str(err.value)
+
+
+def test_yardstick_settings_cannot_be_searched(tmp_path):
+    """Trials must be measured on the same data, split and metric."""
+    task = TASKS["next_item"]()
+    for key, param in (("eval.protocol", {"type": "categorical", "choices": ["full", "sampled_20"]}),
+                       ("data.split", {"type": "categorical", "choices": ["leave_one_out",
+                                                                          "temporal"]})):
+        spec, base = load_spec(_write_spec(tmp_path, {**DEMO_SPEC, "space": {key: param}}))
+        with pytest.raises(ConfigError, match=f"space.{key}: this setting decides what"):
+            check_space(spec, task, base)
+    ok = {**DEMO_SPEC, "space": {"data.max_len": {"type": "categorical", "choices": [20, 50]}}}
+    spec, base = load_spec(_write_spec(tmp_path, ok))
+    check_space(spec, task, base)
+    rank = {"task": "rank", "space": {"data.target": {"type": "categorical",
+                                                       "choices": ["V", "A"]}}}
+    spec, base = load_spec(_write_spec(tmp_path, rank))
+    with pytest.raises(ConfigError, match="space.data.target: this setting decides"):
+        check_space(spec, TASKS["rank"](), base)
 
 
 def test_unknown_spec_key_and_empty_space(tmp_path):
@@ -104,6 +127,21 @@ def test_space_is_checked_against_the_model_config_before_training(tmp_path):
     spec, base = load_spec(_write_spec(tmp_path, rank))
     with pytest.raises(ConfigError, match=r"space.loss.pairs = 'skip' .*needs loss.skips"):
         check_space(spec, TASKS["rank"](), base)
+    float_on_int = {**DEMO_SPEC, "space": {"model.blocks": {"type": "float", "low": 1,
+                                                            "high": 3}}}
+    spec, base = load_spec(_write_spec(tmp_path, float_on_int))  # 1.0 and 3.0 would pass
+    with pytest.raises(ConfigError, match=r"space.model.blocks = 1.74"):
+        check_space(spec, task, base)
+    bad_override = {**DEMO_SPEC, "overrides": {"model.hiden": 16}}
+    path = _write_spec(tmp_path, bad_override, "bad_override.yaml")
+    spec, base = load_spec(path)
+    with pytest.raises(ConfigError, match=r"bad_override.yaml: base_config and overrides do "
+                                          r"not give a valid next_item config: .*model.hiden"):
+        check_space(spec, task, base, str(path))
+    monitor = {**DEMO_SPEC, "overrides": {"eval.monitor": "ndcg@15"}}
+    spec, base = load_spec(_write_spec(tmp_path, monitor))
+    with pytest.raises(ConfigError, match="eval.monitor 'ndcg@15' is not computed"):
+        check_space(spec, task, base)
     with pytest.raises(ConfigError, match="base_config 'nope.yaml' not found"):
         load_spec(_write_spec(tmp_path, {**DEMO_SPEC, "base_config": "nope.yaml"}))
 
@@ -118,6 +156,8 @@ def test_nested_overrides_set_single_keys(tmp_path):
     assert spec.overrides == {"train.epochs": 7, "train.patience": 4}
     cfg = check_space(spec, TASKS["next_item"](), base)
     assert (cfg.train.epochs, cfg.train.patience, cfg.train.lr) == (7, 4, 0.005)
+    with pytest.raises(ConfigError, match="overrides: .*train: an empty mapping would replace"):
+        load_spec(_write_spec(tmp_path, {**tree, "overrides": {"train": {}}}))
 
 
 def test_base_config_is_relative_to_the_spec(tmp_path):
@@ -200,7 +240,11 @@ def test_study_resumes_writes_best_config_and_plots(tmp_path):
                               "--study-name", "study", "--no-plot"])
     assert res.exit_code == 0, res.output
     assert "2 of 3 trials finished; running up to 1 more" in res.output
-    assert json.loads((out / "study.json").read_text())["trials"] == {"complete": 3}
+    resumed = json.loads((out / "study.json").read_text())
+    assert resumed["trials"] == {"complete": 3}
+    # the continued sampler does not replay the first run's draws
+    firsts = [t["params"] for t in resumed["history"][:2]]
+    assert resumed["history"][2]["params"] not in firsts
     res = runner.invoke(app, ["tune", str(spec_path), "--out", str(out), "--trials", "3"])
     assert res.exit_code == 0 and "all 3 trials already finished" in res.output
 
@@ -219,6 +263,13 @@ def test_study_resumes_writes_best_config_and_plots(tmp_path):
         "train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}, "other.yaml")
     res = runner.invoke(app, ["tune", str(changed), "--out", str(out), "--study-name", "study"])
     assert res.exit_code == 2 and "another spec" in res.output
+    # one study per folder: another study name (or storage) is refused, nothing is trained
+    res = runner.invoke(app, ["tune", str(spec_path), "--out", str(out), "--study-name", "b"])
+    assert res.exit_code == 2 and "holds study 'study'" in res.output
+    for url in ("journal.log", "sqlite:////proc/nope/x.db"):
+        res = runner.invoke(app, ["tune", str(spec_path), "--out", str(tmp_path / "s2"),
+                                  "--storage", url])
+        assert res.exit_code == 2 and f"--storage {url!r}" in res.output, res.output
 
 
 def test_pruner_stops_bad_trials_and_failures_are_counted(tmp_path):
@@ -365,3 +416,30 @@ def test_killed_trial_is_retried_after_the_heartbeat_grace_period(tmp_path):
     retried = [t for t in history if t["number"] > failed[0]["number"]
                and t["params"] == failed[0]["params"]]
     assert retried and retried[0]["state"] == "complete"
+
+
+def test_ctrl_c_marks_the_running_trial_failed(tmp_path):
+    """Ctrl-C (SIGINT) mid-trial: exit 130, and the trial is failed at once (not left
+    running until the heartbeat grace period), so a rerun redoes it."""
+    tree = {**DEMO_SPEC, "trials": 3,
+            "overrides": {**DEMO_SPEC["overrides"], "train.epochs": 8, "train.patience": 8}}
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "rankpref.cli", "tune", str(_write_spec(tmp_path, tree)),
+           "--out", str(out), "--no-plot", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in proc.stdout:
+            if line.startswith("trial 0:"):
+                time.sleep(1.0)
+                break
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+    with sqlite3.connect(out / "study.db") as db:
+        states = [row[0] for row in db.execute("select state from trials order by number")]
+    if "RUNNING" not in states and states.count("COMPLETE") == 3:
+        pytest.skip("the study finished before the interrupt arrived")
+    assert proc.returncode == 130 and "interrupted" in rest
+    assert "RUNNING" not in states and states[-1] == "FAIL"
