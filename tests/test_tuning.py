@@ -60,6 +60,23 @@ class FakeTrial:
         return self.prune_at is not None and len(self.values) >= self.prune_at
 
 
+def _signal_mid_trial(cmd: list[str], after: str, sig: int) -> tuple[int, str]:
+    """Start ``cmd``; once a line starting with ``after`` is printed, wait a second (the next
+    trial is running) and send ``sig``. Returns the exit status and the rest of the output."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in proc.stdout:
+            if line.startswith(after):
+                time.sleep(1.0)
+                break
+        proc.send_signal(sig)
+        rest = proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+    return proc.returncode, rest
+
+
 # ------------------------------------------------------------------ spec validation
 
 @pytest.mark.parametrize("param, message", [
@@ -324,16 +341,7 @@ def test_killed_study_continues(tmp_path):
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "rankpref.cli", "tune", str(spec_path), "--out", str(out),
            "--no-plot"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        for line in proc.stdout:  # wait for the first trial to finish, then kill mid-trial
-            if line.startswith("trial 0:"):
-                time.sleep(1.0)
-                break
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
+    _signal_mid_trial(cmd, "trial 0:", signal.SIGKILL)
     with sqlite3.connect(out / "study.db") as db:
         assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -397,16 +405,7 @@ def test_killed_trial_is_retried_after_the_heartbeat_grace_period(tmp_path):
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "rankpref.cli", "tune", str(spec_path), "--out", str(out),
            "--no-plot", "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        for line in proc.stdout:
-            if line.startswith("trial 1:"):
-                time.sleep(1.0)
-                break
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
+    _signal_mid_trial(cmd, "trial 1:", signal.SIGKILL)
     time.sleep(50)
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -426,20 +425,10 @@ def test_ctrl_c_marks_the_running_trial_failed(tmp_path):
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "rankpref.cli", "tune", str(_write_spec(tmp_path, tree)),
            "--out", str(out), "--no-plot", "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        for line in proc.stdout:
-            if line.startswith("trial 0:"):
-                time.sleep(1.0)
-                break
-        proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=120)[0]
-    finally:
-        proc.kill()
+    returncode, rest = _signal_mid_trial(cmd, "trial 0:", signal.SIGINT)
     with sqlite3.connect(out / "study.db") as db:
         states = [row[0] for row in db.execute("select state from trials order by number")]
     if "RUNNING" not in states and states.count("COMPLETE") == 3:
         pytest.skip("the study finished before the interrupt arrived")
-    assert proc.returncode == 130 and "interrupted" in rest
+    assert returncode == 130 and "interrupted" in rest
     assert "RUNNING" not in states and states[-1] == "FAIL"
