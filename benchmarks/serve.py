@@ -163,6 +163,16 @@ def check(status: int, payload: bytes, k: int) -> bool:
     return status == 200 and len(json.loads(payload)["results"]) == k
 
 
+async def answered(conn: "Connection", raw: bytes, k: int, statuses: dict) -> bool:
+    """Send one request; count its status; True when the answer is a correct top-k."""
+    try:
+        status, payload = await conn.request(raw)
+        statuses[status] = statuses.get(status, 0) + 1
+        return check(status, payload, k)
+    except Exception:  # a broken connection or a body that is not the expected JSON
+        return False
+
+
 async def closed_loop(host: str, port: int, raws: list[bytes], requests: int,
                       concurrency: int, k: int) -> dict:
     """``concurrency`` clients, each sending its next request as soon as the last answer came."""
@@ -174,12 +184,7 @@ async def closed_loop(host: str, port: int, raws: list[bytes], requests: int,
         conn = Connection(host, port)
         for i in counter:
             start = time.perf_counter()
-            try:
-                status, payload = await conn.request(raws[i % len(raws)])
-                ok = check(status, payload, k)
-                statuses[status] = statuses.get(status, 0) + 1
-            except Exception:
-                ok = False
+            ok = await answered(conn, raws[i % len(raws)], k, statuses)
             latencies.append((time.perf_counter() - start) * 1000)
             errors += not ok
         conn.close()
@@ -213,12 +218,7 @@ async def open_loop(host: str, port: int, raws: list[bytes], rate: float, durati
                 break
             i, scheduled = job
             sent = loop.time()
-            try:
-                status, payload = await conn.request(raws[i % len(raws)])
-                ok = check(status, payload, k)
-                statuses[status] = statuses.get(status, 0) + 1
-            except Exception:
-                ok = False
+            ok = await answered(conn, raws[i % len(raws)], k, statuses)
             done = loop.time()
             from_schedule.append((done - scheduled) * 1000)
             from_send.append((done - sent) * 1000)
