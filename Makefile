@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: install demo test test-all bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(PIP) --quiet torch==2.13.0

@@ -1,134 +1,182 @@
-"""Run configuration: YAML files validated by pydantic (unknown keys are errors).
+"""Configuration shared by every task: a strict pydantic base, one loader, one dump.
 
-A run's config is the package default (``rankpref/configs/default.yaml``), then an optional
-user YAML file, then ``--set a.b=value`` overrides (values parsed as YAML), in that order.
+A run's config is the task's defaults, then an optional YAML file, then ``--set a.b=value``
+overrides (values parsed as YAML), in that order, validated at once: an unknown key or a bad
+value is one :class:`ConfigError` naming every bad key and where it came from. The sections
+every task has (``train`` with its ``trainer``) live here too, so a setting means the same in
+each task.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from rankpref.errors import ConfigError
 
+C = TypeVar("C", bound=BaseModel)
 
-class _Strict(BaseModel):
+MAX_YAML_ALIASES = 100
+"""Aliases a config file may use; more is refused before anything expands (a YAML bomb)."""
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(_Strict):
-    name: str | None = Field("demo", description="built-in dataset (demo, beauty, ml-100k, "
-                             "sports, toys) or null to read `path` with `format`")
-    format: Literal["recbole", "amazon2018", "amazon2023", "s3rec", "table"] | None = None
-    path: str | None = None
-    items_path: str | None = None
-    columns: dict[str, str] | None = None
-    min_user_interactions: int | None = Field(None, ge=0, description="k-core; null = dataset default")
-    min_item_interactions: int | None = Field(None, ge=0)
-    dedupe: Literal["user_item", "exact", "none"] = "user_item"
-    split: Literal["leave_one_out", "temporal"] = "leave_one_out"
-    valid_fraction: float = Field(0.1, gt=0, lt=1)
-    test_fraction: float = Field(0.1, gt=0, lt=1)
-    max_len: int = Field(50, ge=1)
-    cache_dir: str = ".cache/rankpref"
-    cold_items: float = Field(0.0, ge=0, lt=1, description="fraction of items held out of "
-                              "training entirely (cold-start evaluation); 0 = none")
-    cold_seed: int = 0
-    train_user_fraction: float = Field(1.0, gt=0, le=1, description="train on the sequences "
-                                       "of this seeded fraction of users (all are evaluated)")
-    train_user_seed: int = 0
+class TrainerConfig(Strict):
+    """Where and how Lightning runs (:func:`rankpref.lightning.make_trainer`), for every task."""
 
-
-class ModelConfig(_Strict):
-    name: Literal["sasrec", "pulse"] = "sasrec"
-    hidden: int = Field(64, ge=2)
-    blocks: int = Field(2, ge=1)
-    heads: int = Field(2, ge=1)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    ffn_multiplier: int = Field(4, ge=1, description="feed-forward width / hidden")
-    norm: Literal["pre", "post"] = "pre"
-    scale_embeddings: bool = True
-    loss: Literal["ce", "bce", "sampled_softmax"] = "ce"
-    num_negatives: int = Field(100, ge=1, description="negatives for sampled_softmax")
-
-
-class PulseSettings(_Strict):
-    """PULSE: item text + ID, next-item CE (what) + rationale alignment (why)."""
-
-    text_model: str | None = Field(None, description="sentence-transformers model (local "
-                                   "path or hub name) for item texts and rationales; null = "
-                                   "the bundled all-MiniLM-L6-v2")
-    use_ids: bool = True
-    use_text: bool = True
-    id_dropout: float = Field(0.1, ge=0, lt=1)
-    rationales: str = Field("none", description="'none', 'template' (from item metadata), or "
-                            "a rationale file: .parquet (rankpref rationales export) or "
-                            ".sqlite (the generation cache)")
-    rationale_model: str | None = Field(None, description="use only rationales written by "
-                                        "this model (refused if the file has none)")
-    why_weight: float = Field(0.1, ge=0, description="lambda: weight of the why (InfoNCE) loss")
-    temperature: float = Field(0.1, gt=0)
-    thought_space: str | None = Field(None, description="trained thought space folder; "
-                                      "rationale vectors then pass through its rationale tower")
-    init_from: str | None = Field(None, description="artifact to continue from (cross-domain): "
-                                  "every weight whose name and shape match except the item IDs")
-
-
-class TrainerConfig(_Strict):
-    """Passed through to ``lightning.Trainer``."""
-
-    accelerator: str = "cpu"
+    accelerator: str = Field("auto", description="cpu, gpu, auto (a GPU when present), ...")
     devices: int | str = 1
     strategy: str = "auto"
     num_nodes: int = Field(1, ge=1)
     precision: str = "32-true"
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
+    """Optimisation and run control; each task's ``train`` section extends it with its own
+    defaults."""
+
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(128, ge=1)
-    eval_batch_size: int = Field(1024, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0, description="decoupled (AdamW) weight decay")
-    patience: int = Field(10, ge=1, description="epochs without a better valid ndcg@10")
+    patience: int = Field(10, ge=1, description="epochs without a better valid value of "
+                          "eval.monitor before training stops")
     seed: int = 42
     threads: int = Field(1, ge=1, description="torch intra-op threads")
-    num_workers: int = Field(0, ge=0)
-    resume: bool = True
+    num_workers: int = Field(0, ge=0, description="data loader worker processes")
+    resume: bool = Field(True, description="continue from <run>/checkpoints/last.ckpt when "
+                         "the run folder holds one of the same settings")
     progress: bool = True
     trainer: TrainerConfig = TrainerConfig()
 
 
-class EvalConfig(_Strict):
-    ks: list[int] = [5, 10, 20]
-    mask_history: bool = True
-    protocol: str = "full"
-    monitor: str = "ndcg@10"
-    seed: int = 0
+# ------------------------------------------------------------------ model sections
+
+class FieldProblems(ValueError):
+    """Problems with keys inside one config field (a model's params): ``[(key, message)]``,
+    reported as ``<field>.<key>: <message>``."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{k}: {m}" if k else m for k, m in problems))
 
 
-class RunConfig(_Strict):
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    eval: EvalConfig = EvalConfig()
-    pulse: PulseSettings = PulseSettings()
-    output_dir: str | None = Field(None, description="run folder; default runs/<data>-<model>-<loss>")
+def model_params(cls: type, fixed: tuple[str, ...], name: str) -> type[BaseModel]:
+    """A strict pydantic model of the fields of a model's dataclass config, less ``fixed``
+    (sizes the task fills in), with the dataclass's defaults: the settings a user may give."""
+    hints = typing.get_type_hints(cls)
+    fields = {}
+    for f in dataclasses.fields(cls):
+        if f.name in fixed or not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = Field(default_factory=f.default_factory)
+        else:
+            default = ...
+        fields[f.name] = (hints[f.name], default)
+    return create_model(f"{name}Params", __config__=ConfigDict(extra="forbid"), **fields)
 
-    def run_dir(self) -> Path:
-        if self.output_dir:
-            return Path(self.output_dir)
-        data = self.data.name or Path(self.data.path or "data").stem
-        return Path("runs") / f"{data}-{self.model.name}-{self.model.loss}"
+
+def check_model_params(registry, group: str, tree: Any, fill: dict | None = None) -> Any:
+    """Validate a ``model:`` section ``{name, **params}`` against the registered model's own
+    dataclass config: unknown params are errors, missing ones take the dataclass defaults, and
+    the dataclass's own checks (``__post_init__``) run with ``fill`` for the fixed sizes.
+    Returns the section with every param filled in (so a dump is complete)."""
+    if not isinstance(tree, dict):
+        return tree
+    name = tree.get("name")
+    if name is None or not isinstance(name, str):
+        return tree
+    try:
+        entry = registry.entry(name, group)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    cls, fixed = entry.config, tuple(entry.meta.get("fixed", ()))
+    params = {k: v for k, v in tree.items() if k != "name"}
+    try:
+        checked = model_params(cls, fixed, name).model_validate(params)
+    except ValidationError as exc:
+        raise FieldProblems([(".".join(str(p) for p in err["loc"]),
+                              f"{_message(err)} for model {name!r}")
+                             for err in exc.errors()]) from None
+    values = checked.model_dump()
+    try:
+        cls(**{**(fill or {}), **{k: 1 for k in fixed if k not in (fill or {})}}, **values)
+    except (TypeError, ValueError) as exc:
+        text = str(exc)
+        key, _, rest = text.partition(" ")
+        if key in values and rest:  # "dropout must be ..." -> model.dropout: must be ...
+            raise FieldProblems([(key, rest)]) from None
+        raise FieldProblems([("", text)]) from None
+    return {"name": name, **values}
 
 
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
+# ------------------------------------------------------------------ reading
+
+class _CountingLoader(yaml.SafeLoader):
+    """The safe loader, refusing files with more than :data:`MAX_YAML_ALIASES` aliases."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases = getattr(self, "_aliases", 0) + 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (&/*): refused")
+        return super().compose_node(parent, index)
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` that refuses alias bombs (no code runs, memory stays bounded)."""
+    return yaml.load(text, Loader=_CountingLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from ``path``; every failure is one ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        tree = safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return tree
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """``extra`` over ``base``, section by section (a nested mapping updates, never replaces)."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
     for key in keys[:-1]:
@@ -142,6 +190,7 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
+    """``"a.b=value"`` -> ``("a.b", value parsed as YAML)``."""
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected key.path=value")
     key, raw = text.split("=", 1)
@@ -149,80 +198,63 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"--set {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {key}: value is not valid YAML: {exc}") from None
     return key, value
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: config file is not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-    try:
-        tree = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if tree is None:
-        tree = {}
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return tree
+def _message(err: dict) -> str:
+    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        problem = (err.get("ctx") or {}).get("error")
+        if isinstance(problem, FieldProblems):
+            lines.extend(f"{'.'.join(filter(None, (loc, k)))}: {m}" for k, m in problem.problems)
         else:
-            out[key] = value
-    return out
+            lines.append(f"{loc}: {_message(err)}" if loc else _message(err))
+    return "; ".join(lines)
 
 
-def validate_as(model: type[BaseModel], tree: dict, source: str = "config",
-                what: str = "config"):
+def validate_as(model: type[C], tree: dict, source: str = "config", what: str = "config") -> C:
     """``model.model_validate(tree)``; errors become one ConfigError naming every bad key."""
     try:
         return model.model_validate(tree)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            lines.append(f"{loc}: {msg}")
-        raise ConfigError(f"{source}: invalid {what}: " + "; ".join(lines)) from None
+        raise ConfigError(f"{source}: invalid {what}: {_describe(exc)}") from None
 
 
-def validate(tree: dict, source: str = "config") -> RunConfig:
-    return validate_as(RunConfig, tree, source)
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    tree = _read_yaml(DEFAULT_CONFIG)
-    source = str(DEFAULT_CONFIG)
+def load(model: type[C], path: str | Path | None = None, overrides: list[str] | None = None,
+         *, defaults: dict | None = None, what: str = "config") -> C:
+    """Defaults < YAML file < ``key.path=value`` overrides, validated. An error names the file
+    when there is one, else the overrides (never the defaults, which the user did not write)."""
+    tree = dict(defaults or {})
     if path is not None:
-        tree = _merge(tree, _read_yaml(Path(path)))
-        source = str(path)
+        tree = merge(tree, read_yaml(path))
     for text in overrides or []:
         key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    return validate(tree, source)
+        set_dotted(tree, key, value)
+    source = str(path) if path is not None else ("--set" if overrides else "defaults")
+    return validate_as(model, tree, source, what)
 
 
-def apply_overrides(cfg: RunConfig, overrides: list[str], source: str = "--set") -> RunConfig:
+def apply_overrides(cfg: C, overrides: list[str], source: str = "--set") -> C:
     """A copy of ``cfg`` with ``key.path=value`` overrides applied and validated."""
     tree = cfg.model_dump(mode="json")
     for text in overrides:
         key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    return validate(tree, source)
+        set_dotted(tree, key, value)
+    return validate_as(type(cfg), tree, source)
 
 
-def to_yaml(cfg: RunConfig) -> str:
+def to_yaml(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def dump_tree(cfg: BaseModel) -> dict:
+    return cfg.model_dump(mode="json")

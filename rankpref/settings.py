@@ -18,9 +18,20 @@ def data_dir() -> Path:
     return Path(value) if value else Path("..") / "shared" / "data"
 
 
-def project_root() -> Path:
-    """The folder that holds the rankpref package (the repository root in a checkout)."""
-    return Path(__file__).resolve().parent.parent
+SHIPPED = "_data"
+"""Where an installed wheel keeps the shipped data sets (``rankpref/_data``, copied from the
+repository's ``datasets/`` by ``setup.py``)."""
+
+
+def shipped(*parts: str) -> Path:
+    """A file or folder of the data shipped with rankpref (the demo data, the EmoBank, wine and
+    O*NET slices): ``datasets/...`` in a checkout, ``rankpref/_data/...`` in an installed
+    wheel, so ``pip install`` outside the checkout can still run the demo."""
+    package = Path(__file__).resolve().parent
+    for base in (package / SHIPPED, package.parent / "datasets"):
+        if base.joinpath(*parts).exists():
+            return base.joinpath(*parts)
+    return package.parent.joinpath("datasets", *parts)  # named in the not-found error
 
 
 def set_threads(threads: int) -> None:

@@ -20,12 +20,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+from typing import Literal
 
-from rankpref.config import DataConfig
+from pydantic import Field
+
+from rankpref.config import Strict
 from rankpref.data.preprocess import Vocabulary, preprocess
 from rankpref.errors import DataError
 from rankpref.io import atomic_dir
-from rankpref.settings import DATA_DIR_ENV, data_dir, project_root
+from rankpref.settings import DATA_DIR_ENV, data_dir, shipped
+
+
+class DatasetConfig(Strict):
+    """Which interaction data to read and how to preprocess it (what ``prepare`` caches)."""
+
+    name: str | None = Field("demo", description="built-in dataset (demo, beauty, ml-100k, "
+                             "sports, toys) or null to read `path` with `format`")
+    format: Literal["recbole", "amazon2018", "amazon2023", "s3rec", "table"] | None = None
+    path: str | None = None
+    items_path: str | None = None
+    columns: dict[str, str] | None = None
+    min_user_interactions: int | None = Field(None, ge=0, description="k-core; null = dataset default")
+    min_item_interactions: int | None = Field(None, ge=0)
+    dedupe: Literal["user_item", "exact", "none"] = "user_item"
+    cache_dir: str = ".cache/rankpref"
+
 
 
 @dataclass(frozen=True)
@@ -41,7 +60,7 @@ class DatasetSpec:
 
 def builtin_datasets() -> dict[str, DatasetSpec]:
     shared = data_dir()
-    demo = project_root() / "datasets" / "synthetic_amazon"
+    demo = shipped("synthetic_amazon")
     return {
         "demo": DatasetSpec("amazon2018", str(demo / "reviews.json.gz"),
                             str(demo / "meta.json.gz"), 5, 5, False,
@@ -58,7 +77,7 @@ def builtin_datasets() -> dict[str, DatasetSpec]:
     }
 
 
-def resolve_spec(cfg: DataConfig) -> DatasetSpec:
+def resolve_spec(cfg: DatasetConfig) -> DatasetSpec:
     if cfg.name is not None:
         specs = builtin_datasets()
         if cfg.name not in specs:
@@ -93,7 +112,7 @@ class PreparedDataset:
         return self.vocab.num_items
 
 
-def _fingerprint(cfg: DataConfig, spec: DatasetSpec) -> str:
+def _fingerprint(cfg: DatasetConfig, spec: DatasetSpec) -> str:
     parts = {"spec": [spec.format, str(Path(spec.path).resolve()),
                       str(Path(spec.items_path).resolve()) if spec.items_path else None,
                       spec.min_user, spec.min_item],
@@ -105,7 +124,7 @@ def _fingerprint(cfg: DataConfig, spec: DatasetSpec) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _read_sources(spec: DatasetSpec, cfg: DataConfig):
+def _read_sources(spec: DatasetSpec, cfg: DatasetConfig):
     from rankpref.data import readers
 
     from rankpref.data.schema import INTERACTION_SCHEMA, ITEM_SCHEMA
@@ -123,7 +142,7 @@ def _read_sources(spec: DatasetSpec, cfg: DataConfig):
     return inter, items
 
 
-def prepare(cfg: DataConfig, *, force: bool = False, cache_dir: str | Path | None = None,
+def prepare(cfg: DatasetConfig, *, force: bool = False, cache_dir: str | Path | None = None,
             quiet: bool = False) -> PreparedDataset:
     """Read, preprocess and cache a dataset; reuse the cache when nothing changed."""
     spec = resolve_spec(cfg)

@@ -13,7 +13,7 @@ Tasks (queries rank all occupations of the folder):
   one split; a title listed under several occupations has all of them as relevant items.
 * ``related``: an occupation -> its 20 ranked related occupations, graded 3 (Primary-Short),
   2 (Primary-Long), 1 (Supplemental); split by query occupation. Training pairs whose
-  reverse pair belongs to a dev/test query are dropped (counted), and dev/test occupations'
+  reverse pair belongs to a valid/test query are dropped (counted), and valid/test occupations'
   concept labels are hidden from training, so held-out concept prediction is measurable.
 """
 
@@ -29,16 +29,16 @@ from typing import Literal
 
 import numpy as np
 
-from rankpref.concepts import ConceptVocabulary
+from rankpref.data.concepts import ConceptVocabulary
 from rankpref.errors import DataError
-from rankpref.settings import data_dir, project_root
+from rankpref.settings import data_dir, shipped
 
 OCCUPATIONS_FILE = "occupations_tech_skills.jsonl"
 RELATED_FILE = Path("raw") / "Related Occupations.txt"
 TITLES_FILE = Path("raw") / "Alternate Titles.txt"
 SKILLS_FILE = Path("raw") / "Technology Skills.txt"
 TIER_GAIN = {"Primary-Short": 3, "Primary-Long": 2, "Supplemental": 1}
-SPLITS = ("train", "dev", "test")
+SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def resolve_folder(name: str | None = "onet", path: str | Path | None = None) ->
     elif name == "onet":
         folder = data_dir() / "onet_29_2"
     elif name == "onet-slice":
-        folder = project_root() / "datasets" / "onet_slice"
+        folder = shipped("onet_slice")
     else:
         raise DataError(f"unknown O*NET data {name!r}: use onet, onet-slice or a path",
                         field="data.name")
@@ -135,13 +135,13 @@ def normalise_title(title: str) -> str:
     return re.sub(r"\s+", " ", title.strip().lower())
 
 
-def hash_split(key: str, seed: int, dev_fraction: float, test_fraction: float) -> str:
+def hash_split(key: str, seed: int, valid_fraction: float, test_fraction: float) -> str:
     """A stable split from a hash of ``key``: the same key always lands in the same split."""
     u = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:12], 16) / 16 ** 12
     if u < test_fraction:
         return "test"
-    if u < test_fraction + dev_fraction:
-        return "dev"
+    if u < test_fraction + valid_fraction:
+        return "valid"
     return "train"
 
 
@@ -222,14 +222,14 @@ class RankingTask:
     query_ids: list[str]
     query_texts: list[str]
     query_labels: list[list[str]]        # concept names per query (for concept prediction)
-    query_split: list[str]               # train / dev / test
+    query_split: list[str]               # train / valid / test
     relevance: list[dict[int, float]]    # per query: item index -> gain (> 0)
     self_item: list[int]                 # item index that is the query itself (-1 if none)
     stats: dict = field(default_factory=dict)
 
     def indices(self, split: str) -> np.ndarray:
         if split not in SPLITS:
-            raise DataError(f"unknown split {split!r}; use train, dev or test", field="split")
+            raise DataError(f"unknown split {split!r}; use train, valid or test", field="split")
         return np.array([i for i, s in enumerate(self.query_split) if s == split], dtype=np.int64)
 
     def relevance_matrix(self, rows: np.ndarray) -> np.ndarray:
@@ -255,7 +255,7 @@ def _items(occupations, kind, max_tasks):
             [occupation_concepts(o, kind) for o in occupations])
 
 
-def title_task(folder: str | Path, *, concept_kind: str = "categories", dev_fraction: float = 0.05,
+def title_task(folder: str | Path, *, concept_kind: str = "categories", valid_fraction: float = 0.05,
                test_fraction: float = 0.1, seed: int = 0, max_tasks: int | None = None,
                occupations: list[Occupation] | None = None) -> RankingTask:
     folder = Path(folder)
@@ -284,7 +284,7 @@ def title_task(folder: str | Path, *, concept_kind: str = "categories", dev_frac
         for item in titles[k][1]:
             names.extend(n for n in item_labels[item] if n not in names)
         q_labels.append(names)
-    split = [hash_split(k, seed, dev_fraction, test_fraction) for k in keys]
+    split = [hash_split(k, seed, valid_fraction, test_fraction) for k in keys]
     stats = {"queries": len(keys), "items": len(item_ids),
              "multi_occupation_titles": sum(len(titles[k][1]) > 1 for k in keys),
              "rows_outside_catalogue": unknown_soc,
@@ -294,7 +294,7 @@ def title_task(folder: str | Path, *, concept_kind: str = "categories", dev_frac
                        q_labels, split, [titles[k][1] for k in keys], [-1] * len(keys), stats)
 
 
-def related_task(folder: str | Path, *, concept_kind: str = "categories", dev_fraction: float = 0.1,
+def related_task(folder: str | Path, *, concept_kind: str = "categories", valid_fraction: float = 0.1,
                  test_fraction: float = 0.2, seed: int = 0, max_tasks: int | None = None,
                  occupations: list[Occupation] | None = None) -> RankingTask:
     folder = Path(folder)
@@ -314,7 +314,7 @@ def related_task(folder: str | Path, *, concept_kind: str = "categories", dev_fr
             continue
         relevance[q][d] = float(max(TIER_GAIN[tier], relevance[q].get(d, 0)))
     item_ids, item_titles, item_texts, item_labels = _items(occupations, concept_kind, max_tasks)
-    split = [hash_split(soc, seed, dev_fraction, test_fraction) for soc in item_ids]
+    split = [hash_split(soc, seed, valid_fraction, test_fraction) for soc in item_ids]
     keep = [i for i, r in enumerate(relevance) if r]
     held = {i for i in keep if split[i] != "train"}
     dropped = 0

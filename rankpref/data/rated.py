@@ -31,7 +31,8 @@ import numpy as np
 import polars as pl
 
 from rankpref.errors import DataError
-from rankpref.settings import data_dir, project_root
+from rankpref.settings import data_dir
+from rankpref.settings import shipped as shipped_path
 
 LIST_PAD = -1
 """Index used for padding in list arrays."""
@@ -40,9 +41,9 @@ MARGIN_TOL = 1e-6
 """Label gaps within this of the margin count as meeting it (labels such as 3.1 - 3.0 are not
 exact in floating point)."""
 
-SPLITS = ("train", "dev", "test")
-_SPLIT_ALIASES = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev",
-                  "val": "dev", "test": "test"}
+SPLITS = ("train", "valid", "test")
+_SPLIT_ALIASES = {"train": "train", "dev": "valid", "valid": "valid", "validation": "valid",
+                  "val": "valid", "test": "test"}
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def resolve_source(name: str, target: str | None = None, text_column: str | None
         if not name.endswith("-slice") and full.exists():
             path = full
         else:
-            path = project_root() / "datasets" / Path(*shipped)
+            path = shipped_path(*shipped)
         settings = dict(defaults)
     else:
         path = Path(name)
@@ -141,7 +142,7 @@ class RatedPool:
 
 # ------------------------------------------------------------------ reading tables
 
-def read_table(path: str | Path) -> pl.DataFrame:
+def read_frame(path: str | Path) -> pl.DataFrame:
     """CSV, TSV or parquet into polars, with errors that name the file."""
     path = Path(path)
     if not path.exists():
@@ -200,7 +201,7 @@ def read_embeddings(path: str | Path, rows: int | None = None) -> np.ndarray:
         except ValueError as exc:
             raise DataError(f"not a plain .npy matrix ({exc})", path=path) from None
     elif path.suffix == ".parquet":
-        df = read_table(path)
+        df = read_frame(path)
         if df.width == 1 and isinstance(df.dtypes[0], (pl.List, pl.Array)):
             matrix = np.asarray(df[df.columns[0]].to_list(), dtype=np.float64)
         else:
@@ -253,8 +254,8 @@ def load_pool(spec: SourceSpec, *, embeddings: str | Path | None = None, encoder
               rater_column: str | None = None, std_column: str | None = None,
               split_seed: int = 0, fractions: tuple[float, float] = (0.1, 0.1)) -> RatedPool:
     """Read a table into a :class:`RatedPool` with a split (the table's own split column, or a
-    fixed seeded train/dev/test split with ``fractions`` = (dev, test))."""
-    df = read_table(spec.path)
+    fixed seeded train/valid/test split with ``fractions`` = (valid, test))."""
+    df = read_frame(spec.path)
     path = spec.path
     _require(df, [spec.target], path)
     labels = _numeric(df, spec.target, path)
@@ -288,7 +289,7 @@ def _split_column(df: pl.DataFrame, column: str, path) -> np.ndarray:
     for i, value in enumerate(raw):
         name = _SPLIT_ALIASES.get((value or "").strip().lower())
         if name is None:
-            raise DataError(f"split {value!r} is not train, dev/valid or test", path=path,
+            raise DataError(f"split {value!r} is not train, valid (or dev) or test", path=path,
                             line=i + 2, field=column)
         out.append(name)
     return np.asarray(out)
@@ -296,7 +297,7 @@ def _split_column(df: pl.DataFrame, column: str, path) -> np.ndarray:
 
 def fixed_split(n: int, fractions: tuple[float, float] = (0.1, 0.1),
                 seed: int = 0) -> np.ndarray:
-    """A seeded train/dev/test assignment: ``fractions`` = (dev, test) of the rows."""
+    """A seeded train/valid/test assignment: ``fractions`` = (valid, test) of the rows."""
     dev_f, test_f = fractions
     if not (0 < dev_f < 1 and 0 < test_f < 1 and dev_f + test_f < 1):
         raise DataError(f"split fractions must be in (0, 1) and sum below 1, got {fractions}")
@@ -304,7 +305,7 @@ def fixed_split(n: int, fractions: tuple[float, float] = (0.1, 0.1),
     n_test, n_dev = int(round(n * test_f)), int(round(n * dev_f))
     split = np.full(n, "train", dtype=object)
     split[perm[:n_test]] = "test"
-    split[perm[n_test:n_test + n_dev]] = "dev"
+    split[perm[n_test:n_test + n_dev]] = "valid"
     return split.astype(str)
 
 

@@ -35,6 +35,10 @@ class EvalExamples:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def subset(self, rows: np.ndarray) -> "EvalExamples":
+        return EvalExamples(self.users[rows], [self.histories[i] for i in rows],
+                            self.targets[rows])
+
 
 @dataclass
 class Split:

@@ -1,6 +1,13 @@
-"""Losses: pure functions over tensors."""
+"""Losses: pure functions over tensors, registered by name in :data:`rankpref.registry.LOSSES`.
 
-from rankpref.losses.next_item import (NEXT_ITEM_LOSSES, bce_one_negative, full_cross_entropy,
-                                       sampled_softmax)
+* ``next_item`` (:mod:`~rankpref.losses.next_item`): ce, bce, sampled_softmax.
+* ``listwise`` (:mod:`~rankpref.losses.listwise`): ranknet, listnet, listmle, approxndcg,
+  lambdaloss, ranklist; ``[batch, list_size]`` with an explicit padding value.
+* ``contrastive`` (:mod:`~rankpref.losses.contrastive`): info_nce.
+* ``concepts`` (:mod:`~rankpref.losses.concept`): infonce (graded), concept_bce.
+"""
 
-__all__ = ["NEXT_ITEM_LOSSES", "bce_one_negative", "full_cross_entropy", "sampled_softmax"]
+from rankpref.losses import concept, contrastive, listwise, next_item  # noqa: F401 (registers)
+from rankpref.losses.next_item import bce_one_negative, full_cross_entropy, sampled_softmax
+
+__all__ = ["bce_one_negative", "full_cross_entropy", "sampled_softmax"]

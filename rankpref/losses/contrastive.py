@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rankpref.registry import LOSSES
 
+
+@LOSSES.register("info_nce", group="contrastive")
 def info_nce(queries: torch.Tensor, keys: torch.Tensor, *, temperature: float = 0.1,
              key_ids: torch.Tensor | None = None,
              negatives: torch.Tensor | None = None) -> torch.Tensor:

@@ -53,10 +53,12 @@ likelihood, and the normalisation by the number of constraints. The tests show e
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Literal
+from typing import Iterable, Literal
 
 import torch
 import torch.nn.functional as F
+
+from rankpref.registry import LOSSES
 
 PADDING_VALUE = -1.0
 """allRank's padding label: real labels must differ from it (pass another value if yours can
@@ -296,20 +298,7 @@ def ranklist_loss(scores: torch.Tensor, labels: torch.Tensor,
     return per_list[keep].mean()
 
 
-LISTWISE_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "ranknet": ranknet_loss,
-    "listnet": listnet_loss,
-    "listmle": listmle_loss,
-    "approxndcg": approx_ndcg_loss,
-    "lambdaloss": lambda_loss,
-    "ranklist": ranklist_loss,
-}
-"""Losses by the names the CLI and configs use."""
-
-
-def get_loss(name: str) -> Callable[..., torch.Tensor]:
-    try:
-        return LISTWISE_LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; choose one of "
-                         f"{', '.join(LISTWISE_LOSSES)}") from None
+for _name, _fn in (("ranknet", ranknet_loss), ("listnet", listnet_loss),
+                  ("listmle", listmle_loss), ("approxndcg", approx_ndcg_loss),
+                  ("lambdaloss", lambda_loss), ("ranklist", ranklist_loss)):
+    LOSSES.register(_name, _fn, group="listwise")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rankpref.models.sasrec import SASRec, SASRecConfig
+from rankpref.registry import MODELS
 
 
 @dataclass
@@ -34,13 +35,19 @@ class PulseConfig(SASRecConfig):
     use_text: bool = True      # text embeddings (off: SASRec with a why head)
     id_dropout: float = 0.1    # chance per item and step that its ID part is hidden in training
 
+    def __post_init__(self):
+        super().__post_init__()
+        if not (self.use_ids or self.use_text):
+            raise ValueError("PULSE needs ID embeddings, text embeddings or both (use_ids, "
+                             "use_text)")
+        if not 0 <= self.id_dropout < 1:
+            raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
 
+
+@MODELS.register("pulse", group="next_item", config=PulseConfig,
+                 fixed=("num_items", "max_len", "text_dim", "why_dim"))
 class Pulse(SASRec):
     def __init__(self, cfg: PulseConfig):
-        if not (cfg.use_ids or cfg.use_text):
-            raise ValueError("PULSE needs ID embeddings, text embeddings or both")
-        if not 0 <= cfg.id_dropout < 1:
-            raise ValueError(f"id_dropout must be in [0, 1), got {cfg.id_dropout}")
         super().__init__(cfg)
         n = cfg.num_items + 1
         # frozen inputs, saved with the weights so an artifact is self-contained

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from rankpref.registry import MODELS
 
 
 @dataclass
@@ -25,9 +28,20 @@ class SASRecConfig:
     heads: int = 2
     dropout: float = 0.2
     ffn_multiplier: int = 4
-    norm: str = "pre"               # "pre": LayerNorm before each sub-layer; "post": after
-                                    # the residual (as the S3-Rec/BSARec code bases)
+    norm: Literal["pre", "post"] = "pre"  # "pre": LayerNorm before each sub-layer; "post":
+                                          # after the residual (as the S3-Rec/BSARec code)
     scale_embeddings: bool = True   # multiply item embeddings by sqrt(hidden), as SASRec
+
+    def __post_init__(self):
+        for name in ("num_items", "max_len", "hidden", "blocks", "heads", "ffn_multiplier"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.norm not in ("pre", "post"):
+            raise ValueError(f"norm must be 'pre' or 'post', got {self.norm!r}")
 
 
 class _Block(nn.Module):
@@ -63,13 +77,14 @@ class _Block(nn.Module):
         return self.norm2(x + self.dropout(self.ffn(x)))
 
 
+@MODELS.register("sasrec", group="next_item", config=SASRecConfig,
+                 fixed=("num_items", "max_len"))
 class SASRec(nn.Module):
+    """The next-item interface every backbone gives: ``forward(inputs, table)`` states,
+    ``item_weights()``, ``user_state(inputs)`` and ``score_all(inputs)``."""
+
     def __init__(self, cfg: SASRecConfig):
         super().__init__()
-        if cfg.norm not in ("pre", "post"):
-            raise ValueError(f"norm must be 'pre' or 'post', got {cfg.norm!r}")
-        if cfg.hidden % cfg.heads:
-            raise ValueError(f"hidden ({cfg.hidden}) must be divisible by heads ({cfg.heads})")
         self.cfg = cfg
         self.item_emb = nn.Embedding(cfg.num_items + 1, cfg.hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)

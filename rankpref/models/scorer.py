@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
+
+from rankpref.registry import MODELS
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -15,7 +18,7 @@ class ScorerConfig:
     input_dim: int
     hidden: list[int] = field(default_factory=lambda: [256])
     dropout: float = 0.1
-    activation: str = "gelu"
+    activation: Literal["relu", "gelu", "tanh"] = "gelu"
 
     def __post_init__(self):
         if self.input_dim < 1:
@@ -28,6 +31,7 @@ class ScorerConfig:
             raise ValueError(f"activation must be one of {', '.join(_ACTIVATIONS)}")
 
 
+@MODELS.register("mlp", group="rank", config=ScorerConfig, fixed=("input_dim",))
 class MLPScorer(nn.Module):
     """``[..., input_dim] -> [...]``: one real score per item (no hidden layer = linear)."""
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rankpref.errors import DataError
+from rankpref.registry import MODELS
 
 PAD, UNK = 0, 1
 _TOKEN = re.compile(r"[a-z0-9]+(?:[+#.][a-z0-9+#]+)*|[+#]+")
@@ -117,6 +118,8 @@ class FeatureEncoder(nn.Module):
         return torch.cat([self.drop(F.gelu(self.proj(self.drop(x)))), x], dim=-1)
 
 
+@MODELS.register("sesa", group="sesa", config=SESAConfig,
+                 fixed=("num_concepts", "input_dim", "vocab_size"))
 class SESA(nn.Module):
     def __init__(self, cfg: SESAConfig):
         super().__init__()

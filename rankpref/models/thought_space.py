@@ -13,15 +13,13 @@ space of PULSE's why loss (``pulse.thought_space``).
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rankpref.errors import RankprefError
+from rankpref.registry import MODELS
 
 
 @dataclass
@@ -51,6 +49,8 @@ class _Head(nn.Module):
         return self.skip(x) + self.mlp(x)
 
 
+@MODELS.register("thought_space", group="thought_space", config=ThoughtSpaceConfig,
+                 fixed=("input_dim",))
 class ThoughtSpace(nn.Module):
     """Two projection heads over backbone embeddings; outputs are unit vectors.
 
@@ -78,51 +78,3 @@ class ThoughtSpace(nn.Module):
     def score(self, behaviour_emb: torch.Tensor, rationale_emb: torch.Tensor) -> torch.Tensor:
         """Cosine of matching rows: [n]."""
         return (self.behaviour(behaviour_emb) * self.rationale(rationale_emb)).sum(-1)
-
-
-WEIGHTS = "thought_space.safetensors"
-CONFIG = "thought_space.json"
-BACKBONE = "backbone"
-
-
-def save_thought_space(space: ThoughtSpace, folder: str | Path, metrics: dict,
-                       backbone=None) -> Path:
-    """Folder: heads as safetensors, config + metrics as JSON, a fine-tuned backbone as a
-    sentence-transformers folder (safetensors). Written atomically."""
-    from safetensors.torch import save_file
-
-    from rankpref.io import atomic_dir
-
-    folder = Path(folder)
-    with atomic_dir(folder) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in space.state_dict().items()},
-                  str(tmp / WEIGHTS))
-        (tmp / CONFIG).write_text(json.dumps({"config": asdict(space.cfg), "metrics": metrics},
-                                             indent=2), encoding="utf-8")
-        if backbone is not None:
-            backbone.save(str(tmp / BACKBONE), safe_serialization=True)
-    return folder
-
-
-def load_thought_space(folder: str | Path) -> ThoughtSpace:
-    """Load heads (and note a fine-tuned backbone's folder in ``cfg.backbone``)."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    if not (folder / WEIGHTS).exists() or not (folder / CONFIG).exists():
-        raise RankprefError(f"{folder}: not a thought space (needs {WEIGHTS} and {CONFIG}); "
-                            "train one with `rankpref rationales thought-space`")
-    try:
-        meta = json.loads((folder / CONFIG).read_text("utf-8"))
-        cfg = ThoughtSpaceConfig(**meta["config"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RankprefError(f"{folder / CONFIG}: corrupt thought-space config ({exc})") from None
-    if (folder / BACKBONE).exists():
-        cfg.backbone = str(folder / BACKBONE)
-    space = ThoughtSpace(cfg)
-    try:
-        space.load_state_dict(load_file(str(folder / WEIGHTS)))
-    except RuntimeError as exc:
-        raise RankprefError(f"{folder / WEIGHTS}: weights do not match the config ({exc})") from None
-    space.eval()
-    return space

@@ -1,0 +1,262 @@
+"""The Lightning machinery every task trains with: one trainer factory, one best-epoch rule,
+per-epoch checkpoints and resume, quiet logs.
+
+* :func:`make_trainer` builds the ``lightning.Trainer`` from a task's ``train.trainer`` section
+  (accelerator, devices, strategy, nodes, precision), so every task can use a GPU or DDP.
+* :class:`BestKeeper` is the one selection rule: after each validation the monitored value
+  counts as better only when it is strictly above the best so far (NaN never is); the best
+  weights of ``pl_module.model`` are kept (a safetensors file in the run folder, or memory),
+  and after ``patience`` validations without a better value training stops.
+* :class:`LastCheckpoint` writes ``<run>/checkpoints/last.ckpt`` after every epoch, to a
+  temporary file that is fsynced and renamed, so a killed run resumes from its last finished
+  epoch and a crash mid-write never leaves a truncated checkpoint under the final name.
+* :func:`prepare_run` decides whether a run folder resumes: same settings and a readable
+  checkpoint resume; ``resume=False`` clears the old run state first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, Checkpoint
+
+from rankpref.config import TrainerConfig
+from rankpref.errors import ConfigError
+from rankpref.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+_NOISE = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:")
+CHECKPOINTS = "checkpoints"
+LAST = "last.ckpt"
+BEST = "best.safetensors"
+RUN_SETTINGS = "run_config.json"
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(_NOISE)
+
+
+def quiet_lightning() -> None:
+    """Hide Lightning's hardware banner and tips (resume and DDP messages stay visible)."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def make_trainer(trainer: TrainerConfig, *, max_epochs: int, callbacks: list,
+                 run_dir: Path | None = None, progress: bool = False, **options) -> L.Trainer:
+    """A ``lightning.Trainer`` for any task. With ``run_dir``, CSV logs go to
+    ``<run_dir>/logs/version_N`` (one per launch); without, nothing is written."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    quiet_lightning()
+    settings = dict(max_epochs=max_epochs, accelerator=trainer.accelerator,
+                    devices=trainer.devices, strategy=trainer.strategy,
+                    num_nodes=trainer.num_nodes, precision=trainer.precision,
+                    callbacks=callbacks, enable_progress_bar=progress,
+                    enable_model_summary=False, num_sanity_val_steps=0,
+                    # our Checkpoint callbacks need it on; without them Lightning would add its own
+                    enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
+                    log_every_n_steps=50,
+                    logger=CSVLogger(run_dir, name="logs") if run_dir is not None else False,
+                    default_root_dir=run_dir)
+    settings.update(options)
+    try:
+        return L.Trainer(**settings)
+    except Exception as exc:  # MisconfigurationException and friends: a setting is impossible
+        if type(exc).__name__ in ("MisconfigurationException", "ValueError", "RuntimeError"):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"train.trainer: {first}") from None
+        raise
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+class BestKeeper(Checkpoint):
+    """Best-epoch selection and early stopping (see the module docstring): one rule for every
+    task. ``history`` holds one row per epoch (1-based epoch, every logged metric).
+
+    It acts at the end of each training epoch, after that epoch's validation and after every
+    non-checkpoint callback (Lightning runs ``Checkpoint`` subclasses last), when the epoch's
+    training losses are reduced too."""
+
+    def __init__(self, monitor: str, patience: int, path: str | Path | None = None):
+        self.monitor = monitor
+        self.patience = patience
+        self.path = None if path is None else Path(path)
+        self.best = float("-inf")
+        self.best_epoch = -1  # 0-based
+        self.wait = 0
+        self.history: list[dict] = []
+        self.state: dict | None = None  # in-memory best weights when there is no path
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        metrics = {k: _float(v) for k, v in trainer.callback_metrics.items()}
+        value = metrics.get(self.monitor, float("nan"))
+        epoch = trainer.current_epoch
+        row = {"epoch": epoch + 1, **{k: v for k, v in sorted(metrics.items())
+                                      if not math.isnan(v)}}
+        self.history = [h for h in self.history if h["epoch"] < epoch + 1] + [row]
+        if not math.isnan(value) and value > self.best:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            self._keep(trainer, pl_module)
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                trainer.should_stop = True
+
+    def _keep(self, trainer, pl_module) -> None:
+        state = {k: v.detach().cpu().clone().contiguous()
+                 for k, v in pl_module.model.state_dict().items()}
+        if self.path is None:
+            self.state = state
+        elif trainer.is_global_zero:
+            from safetensors.torch import save_file
+
+            with atomic_path(self.path) as tmp:
+                save_file(state, str(tmp))
+
+    def best_state(self) -> dict | None:
+        """The kept weights (None when no epoch was ever better than -inf)."""
+        if self.path is None:
+            return self.state
+        if not self.path.exists():
+            return None
+        from safetensors.torch import load_file
+
+        return load_file(str(self.path))
+
+    def restore(self, model: torch.nn.Module) -> None:
+        state = self.best_state()
+        if state is not None:
+            model.load_state_dict(state)
+
+    def summary(self) -> dict:
+        return {"selected_on": f"valid {self.monitor.split('/', 1)[-1]}",
+                "best_epoch": self.best_epoch + 1, "epochs_run": len(self.history),
+                "history": self.history}
+
+    def state_dict(self):
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
+                "history": self.history}
+
+    def load_state_dict(self, state):
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.wait = state.get("wait", 0)
+        self.history = state.get("history", [])
+
+
+class EpochTimer(Callback):
+    """Wall-clock seconds of each training epoch (validation excluded)."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+
+    def on_validation_start(self, trainer, pl_module):
+        if not trainer.sanity_checking and self._start:
+            self.seconds.append(time.perf_counter() - self._start)
+            self._start = 0.0
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self._start:  # no validation this epoch
+            self.seconds.append(time.perf_counter() - self._start)
+            self._start = 0.0
+
+    def mean(self) -> float | None:
+        return sum(self.seconds) / len(self.seconds) if self.seconds else None
+
+
+class LastCheckpoint(Checkpoint):
+    """``last.ckpt`` after every training epoch (validation and selection included), written
+    atomically: a temporary file, fsync, rename. Put it after :class:`BestKeeper` so the
+    checkpoint holds the keeper's state of the same epoch."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{LAST}.tmp"
+        trainer.save_checkpoint(str(tmp), weights_only=False)  # all ranks call it; rank 0 writes
+        if trainer.is_global_zero:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.folder / LAST)
+
+
+def readable_checkpoint(path: Path) -> bool:
+    """A checkpoint that torch can open without running code (a zip of tensors), so a
+    truncated file from a full disk or a planted pickle is never resumed from."""
+    if not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if zf.testzip() is not None:
+                return False
+        torch.load(path, map_location="cpu", weights_only=True)
+        return True
+    except Exception:  # zipfile.BadZipFile, pickle refusals, EOF: all mean "do not resume"
+        return False
+
+
+def prepare_run(run_dir: Path, settings: dict, resume: bool) -> Path | None:
+    """Get ``run_dir`` ready for training; return the checkpoint to resume from, or None.
+
+    ``settings`` are what must not change between a run and its resumption (data, model,
+    loss). ``resume=False``, or settings that differ while ``resume`` is on (an error), or no
+    checkpoint: start afresh, removing the old checkpoints, best weights and logs so nothing
+    stale is restored later. An unreadable ``last.ckpt`` is moved aside (``<run>/last.ckpt.bad``)
+    with a warning, and the run starts afresh."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / RUN_SETTINGS
+    current = json.loads(json.dumps(settings, default=str))
+    last = run_dir / CHECKPOINTS / LAST
+    for stale in (run_dir / CHECKPOINTS).glob(f".{LAST}.tmp"):
+        stale.unlink()  # left by a kill mid-write
+    if resume and saved.exists():
+        try:
+            previous = json.loads(saved.read_text("utf-8"))
+        except ValueError:
+            previous = None
+        if previous != current:
+            raise ConfigError(f"{run_dir}: holds a run with other settings (data, model or "
+                              "loss); choose another output_dir or set train.resume=false to "
+                              "start it afresh")
+        if last.exists():
+            if readable_checkpoint(last):
+                return last
+            aside = run_dir / (LAST + ".bad")  # outside checkpoints/, which is cleared below
+            os.replace(last, aside)
+            log.warning("%s is unreadable (truncated or not a checkpoint); moved it to %s "
+                        "and starting afresh", last, aside)
+    for name in (CHECKPOINTS, "logs"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    (run_dir / BEST).unlink(missing_ok=True)
+    with atomic_path(saved) as tmp:
+        tmp.write_text(json.dumps(current), encoding="utf-8")
+    return None

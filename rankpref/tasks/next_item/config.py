@@ -1,0 +1,184 @@
+"""Config of next-item runs (SASRec, PULSE): data, model, loss, train, eval, pulse.
+
+The ``model`` section is ``{name, **params}``: the params are the fields of the registered
+model's own dataclass config (``SASRecConfig``, ``PulseConfig``), checked against it, so a new
+backbone brings its settings with it and an unknown one is an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from rankpref.config import (FieldProblems, Strict, TrainConfig, check_model_params, load,
+                             validate_as)
+from rankpref.data.datasets import DatasetConfig
+from rankpref.errors import ConfigError
+import rankpref.losses  # noqa: F401  (registers the built-in losses)
+import rankpref.models  # noqa: F401  (registers the built-in models)
+from rankpref.registry import LOSSES, MODELS
+
+TASK = "next_item"
+
+
+def parse_protocol(protocol: str) -> int | None:
+    """``"full"`` -> None; ``"sampled_100"`` -> 100."""
+    if protocol == "full":
+        return None
+    if protocol.startswith("sampled_"):
+        try:
+            n = int(protocol.split("_", 1)[1])
+        except ValueError:
+            n = 0
+        if n > 0:
+            return n
+    raise ConfigError(f"eval.protocol: unknown protocol {protocol!r}; use 'full' or 'sampled_<N>'")
+
+
+
+class DataConfig(DatasetConfig):
+    """The dataset (see :class:`rankpref.data.datasets.DatasetConfig`), its split and the
+    sequences a run trains on."""
+
+    split: Literal["leave_one_out", "temporal"] = "leave_one_out"
+    valid_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.1, gt=0, lt=1)
+    max_len: int = Field(50, ge=1)
+    cold_items: float = Field(0.0, ge=0, lt=1, description="fraction of items held out of "
+                              "training entirely (cold-start evaluation); 0 = none")
+    cold_seed: int = 0
+    train_user_fraction: float = Field(1.0, gt=0, le=1, description="train on the sequences "
+                                       "of this seeded fraction of users (all are evaluated)")
+    train_user_seed: int = 0
+
+
+class ModelSection(BaseModel):
+    """``name`` (a registered next-item model) and that model's own settings."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "sasrec"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _params(cls, tree: Any):
+        if isinstance(tree, dict):
+            tree = {"name": "sasrec", **tree}
+        return check_model_params(MODELS, TASK, tree)
+
+    def params(self) -> dict:
+        """The model's settings (everything but ``name``)."""
+        return dict(self.__pydantic_extra__ or {})
+
+
+class LossConfig(Strict):
+    name: str = Field("ce", description="a registered next-item loss: ce, bce, "
+                      "sampled_softmax")
+    num_negatives: int = Field(100, ge=1, description="negatives for losses that sample many")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in LOSSES.names(TASK):
+            raise ValueError(f"unknown next-item loss {value!r}; choose one of "
+                             f"{', '.join(LOSSES.names(TASK))}")
+        return value
+
+
+class PulseSettings(Strict):
+    """PULSE's inputs and why-objective: item texts, rationales and their InfoNCE."""
+
+    text_model: str | None = Field(None, description="sentence-transformers model (local "
+                                   "path or hub name) for item texts and rationales; null = "
+                                   "the bundled all-MiniLM-L6-v2")
+    rationales: str = Field("none", description="'none', 'template' (from item metadata), or "
+                            "a rationale file: .parquet (rankpref rationales export) or "
+                            ".sqlite (the generation cache)")
+    rationale_model: str | None = Field(None, description="use only rationales written by "
+                                        "this model (refused if the file has none)")
+    why_weight: float = Field(0.1, ge=0, description="lambda: weight of the why (InfoNCE) loss")
+    temperature: float = Field(0.1, gt=0)
+    thought_space: str | None = Field(None, description="trained thought space folder; "
+                                      "rationale vectors then pass through its rationale tower")
+    init_from: str | None = Field(None, description="artifact to continue from (cross-domain): "
+                                  "every weight whose name and shape match except the item IDs")
+
+
+class NextItemTrain(TrainConfig):
+    eval_batch_size: int = Field(1024, ge=1)
+
+
+class EvalConfig(Strict):
+    ks: list[int] = [5, 10, 20]
+    mask_history: bool = True
+    protocol: str = "full"
+    monitor: str = Field("ndcg@10", description="valid metric that selects the epoch")
+    seed: int = 0
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, value: str) -> str:
+        try:
+            parse_protocol(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1]) from None
+        return value
+
+    @model_validator(mode="after")
+    def _monitor_is_computed(self):
+        name, _, k = self.monitor.partition("@")
+        if name not in ("recall", "ndcg", "mrr") or not k.isdigit() or int(k) not in self.ks:
+            raise FieldProblems([("monitor", f"{self.monitor!r} is not computed: use "
+                                             f"recall/ndcg/mrr@k with k in ks {self.ks}")])
+        return self
+
+
+class NextItemConfig(Strict):
+    data: DataConfig = DataConfig()
+    model: ModelSection = ModelSection()
+    loss: LossConfig = LossConfig()
+    train: NextItemTrain = NextItemTrain()
+    eval: EvalConfig = EvalConfig()
+    pulse: PulseSettings = PulseSettings()
+    output_dir: str | None = Field(None, description="run folder; default runs/<data>-<model>-<loss>")
+
+    def run_dir(self) -> Path:
+        if self.output_dir:
+            return Path(self.output_dir)
+        data = self.data.name or Path(self.data.path or "data").stem
+        return Path("runs") / f"{data}-{self.model.name}-{self.loss.name}"
+
+    def identity(self) -> dict:
+        """What a resumed run must share with the run it continues."""
+        return {"data": self.data.model_dump(), "model": self.model.model_dump(),
+                "loss": self.loss.model_dump(), "pulse": self.pulse.model_dump()}
+
+
+def validate(tree: dict, source: str = "config") -> NextItemConfig:
+    return validate_as(NextItemConfig, tree, source)
+
+
+def load_config(path: str | Path | None = None,
+                overrides: list[str] | None = None) -> NextItemConfig:
+    """Defaults < YAML file < ``key.path=value`` overrides; unknown keys are errors."""
+    return load(NextItemConfig, path, overrides)
+
+
+def upgrade_legacy(tree: dict) -> dict:
+    """A config from before the shared layout (``model.loss``, ``pulse.use_ids``, ...) in
+    today's keys, so artifacts trained then still load."""
+    tree = {k: dict(v) if isinstance(v, dict) else v for k, v in tree.items()}
+    model, pulse = tree.setdefault("model", {}), tree.setdefault("pulse", {})
+    loss = tree.setdefault("loss", {})
+    if "loss" in model:
+        loss["name"] = model.pop("loss")
+    if "num_negatives" in model:
+        loss["num_negatives"] = model.pop("num_negatives")
+    moved = ("use_ids", "use_text", "id_dropout")
+    for key in moved:
+        value = pulse.pop(key, None)
+        if value is not None and model.get("name") == "pulse":
+            model[key] = value
+    return tree

@@ -1,0 +1,98 @@
+"""``fit`` for next-item runs: train, keep the best valid epoch, evaluate, write the artifact."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+
+from rankpref.data.datasets import PreparedDataset, prepare
+from rankpref.errors import ConfigError
+from rankpref.lightning import (BEST, CHECKPOINTS, BestKeeper, EpochTimer, LastCheckpoint,
+                                make_trainer, prepare_run)
+from rankpref.registry import LOSSES
+from rankpref.settings import set_threads
+from rankpref.tasks import RunResult
+from rankpref.tasks.next_item.artifact import save_artifact
+from rankpref.tasks.next_item.config import NextItemConfig
+from rankpref.tasks.next_item.data import datamodule, training_split
+from rankpref.tasks.next_item.evaluate import cold_start_metrics, evaluate_model
+from rankpref.tasks.next_item.models import plain_setup
+from rankpref.tasks.next_item.module import NextItemModule
+from rankpref.tasks.next_item.pulse import setup_pulse
+
+SETUPS = {"pulse": setup_pulse}
+"""Models that need more than item ids: name -> setup(cfg, dataset, split, cold) -> Setup.
+Every other registered model uses :func:`rankpref.tasks.next_item.models.plain_setup`."""
+
+
+def check(cfg: NextItemConfig) -> None:
+    """Rules across sections (each section validated on its own already)."""
+    if cfg.data.cold_items > 0 and LOSSES.entry(cfg.loss.name, "next_item").negatives:
+        raise ConfigError("data.cold_items needs a loss without sampled negatives (loss.name=ce):"
+                          " sampled negatives would include the held-out items")
+
+
+def fit(cfg: NextItemConfig, data: PreparedDataset | None = None, callbacks: list | None = None,
+        write: bool = True) -> RunResult:
+    """Train, keep the best valid epoch, evaluate valid and test, write the artifact.
+
+    ``data``: the prepared dataset (default: prepare ``cfg.data``). ``callbacks``: extra
+    Lightning callbacks (e.g. tuning's pruning). ``write=False`` writes nothing at all (no
+    checkpoints, logs or artifact). In a multi-process run only global rank 0 evaluates and
+    writes; the others return a result without metrics.
+    """
+    check(cfg)
+    set_threads(cfg.train.threads)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    dataset = data if data is not None else prepare(cfg.data)
+    split, cold = training_split(dataset, cfg.data)
+    dm = datamodule(cfg, split, dataset.num_items)
+    setup = SETUPS.get(cfg.model.name, plain_setup)(cfg, dataset, split, cold)
+    model = setup.model
+    module = NextItemModule(model, cfg, cold_items=torch.as_tensor(cold), **setup.module_inputs)
+    run_dir = cfg.run_dir() if write else None
+    resume_from = prepare_run(run_dir, cfg.identity(), cfg.train.resume) if write else None
+    keeper = BestKeeper(f"valid/{cfg.eval.monitor}", cfg.train.patience,
+                        run_dir / BEST if write else None)
+    timer = EpochTimer()
+    every = [timer, *(callbacks or []), keeper]
+    if write:
+        every.append(LastCheckpoint(run_dir / CHECKPOINTS))
+    trainer = make_trainer(cfg.train.trainer, max_epochs=cfg.train.epochs, callbacks=every,
+                           run_dir=run_dir, progress=cfg.train.progress,
+                           use_distributed_sampler=False)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None,
+                weights_only=True)
+    train_seconds = time.perf_counter() - started
+    if not trainer.is_global_zero:
+        return RunResult("next_item", run_dir, None, {}, model)
+    keeper.restore(model)
+    model.cpu()
+    eval_started = time.perf_counter()
+    valid = evaluate_model(model, dm, cfg, "valid")
+    test_started = time.perf_counter()
+    test = evaluate_model(model, dm, cfg, "test")
+    test_seconds = time.perf_counter() - test_started
+    metrics = {
+        "task": "next_item", "dataset": dataset.stats.get("dataset"), "model": cfg.model.name,
+        "loss": cfg.loss.name, "split": cfg.data.split, "protocol": cfg.eval.protocol,
+        "mask_history": cfg.eval.mask_history, "ks": list(cfg.eval.ks),
+        **keeper.summary(),
+        "seconds_per_epoch": timer.mean(), "train_seconds": round(train_seconds, 2),
+        "eval_seconds": {"valid": round(test_started - eval_started, 3),
+                         "test": round(test_seconds, 3)},
+        "threads": cfg.train.threads,
+        "valid": valid, "test": test, "data": dataset.stats, "split_stats": split.stats(),
+    }
+    if len(cold):
+        metrics["cold_start"] = cold_start_metrics(model, dm, cfg, cold)
+    if setup.info:
+        metrics[cfg.model.name] = setup.info
+    artifact = None
+    if write:
+        artifact = save_artifact(run_dir / "model", model, cfg, dataset.vocab, metrics,
+                                 dataset.items, **setup.extras)
+    return RunResult("next_item", run_dir, artifact, metrics, model)

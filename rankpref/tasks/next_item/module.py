@@ -1,0 +1,100 @@
+"""The Lightning module of next-item training: every target position at once, the registered
+next-item loss, PULSE's why loss when rationales are given, validation by full ranking."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from rankpref.losses.contrastive import info_nce
+from rankpref.metrics.ranking import MetricAccumulator, batch_ranks
+from rankpref.registry import LOSSES
+
+from rankpref.tasks.next_item.config import NextItemConfig, parse_protocol
+
+
+class NextItemModule(L.LightningModule):
+    """Trains a sequence encoder ``model`` (any registered next-item model) and validates it
+    by ranking the whole catalogue for every valid user."""
+
+    def __init__(self, model: torch.nn.Module, cfg: NextItemConfig, *,
+                 cold_items: torch.Tensor | None = None,
+                 rationale_vectors: torch.Tensor | None = None,
+                 owner_rationale: torch.Tensor | None = None):
+        """``cold_items``: item indices left out of the training softmax. The why loss needs
+        ``rationale_vectors`` [R, d] and ``owner_rationale`` [training users] (the row of
+        ``rationale_vectors`` for each training user, -1 = none) and a model with a
+        ``why_head``."""
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.loss_fn = LOSSES.get(cfg.loss.name, "next_item")
+        self.negatives = LOSSES.entry(cfg.loss.name, "next_item").negatives
+        self.num_items = model.cfg.num_items
+        self.sampled = parse_protocol(cfg.eval.protocol)
+        self._acc: MetricAccumulator | None = None
+        exclude = None
+        if cold_items is not None and len(cold_items):
+            exclude = torch.zeros(self.num_items + 1, dtype=torch.bool)
+            exclude[cold_items] = True
+        self.register_buffer("exclude", exclude, persistent=False)
+        self.register_buffer("rationale_vectors", rationale_vectors, persistent=False)
+        self.register_buffer("owner_rationale", owner_rationale, persistent=False)
+        self.why_weight = cfg.pulse.why_weight if hasattr(model, "why_head") else 0.0
+
+    def _why_loss(self, states: torch.Tensor, owners: torch.Tensor) -> torch.Tensor | None:
+        """InfoNCE between the final state of each user's last window and its rationale."""
+        mine = owners >= 0
+        rows = torch.full_like(owners, -1)
+        rows[mine] = self.owner_rationale[owners[mine]]
+        sel = rows >= 0
+        if int(sel.sum()) < 2:
+            return None
+        return info_nce(self.model.why_head(states[sel, -1]), self.rationale_vectors[rows[sel]],
+                        temperature=self.cfg.pulse.temperature, key_ids=rows[sel])
+
+    def training_step(self, batch, batch_idx):
+        weights = self.model.item_weights()
+        all_states = self.model(batch["inputs"], weights)
+        keep = batch["targets"] != 0
+        states, targets = all_states[keep], batch["targets"][keep]
+        negatives = None
+        if self.negatives is not None:
+            n = 1 if self.negatives == "one" else self.cfg.loss.num_negatives
+            negatives = torch.randint(1, self.num_items + 1, (len(targets), n),
+                                      device=targets.device)
+        loss = self.loss_fn(states, weights, targets, negatives=negatives, exclude=self.exclude)
+        if self.why_weight > 0 and self.rationale_vectors is not None and "owners" in batch:
+            why = self._why_loss(all_states, batch["owners"])
+            if why is not None:
+                self.log("train/why_loss", why, on_step=False, on_epoch=True,
+                         batch_size=len(targets), sync_dist=True)
+                loss = loss + self.why_weight * why
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(targets), sync_dist=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._acc = MetricAccumulator(list(self.cfg.eval.ks))
+        self._gen = torch.Generator().manual_seed(self.cfg.eval.seed)
+
+    def validation_step(self, batch, batch_idx):
+        scores = self.model.score_all(batch["inputs"])
+        self._acc.add(batch_ranks(scores, batch["history"], batch["targets"],
+                                  mask_history=self.cfg.eval.mask_history, sampled=self.sampled,
+                                  generator=self._gen))
+
+    def on_validation_epoch_end(self) -> None:
+        totals = self._acc.as_tensor()
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            totals = totals.to(self.device)  # NCCL needs device tensors
+            torch.distributed.all_reduce(totals)
+            totals = totals.cpu()
+        self._acc.load_tensor(totals)
+        for name, value in self._acc.result().items():
+            self.log(f"valid/{name}", value, prog_bar=name == self.cfg.eval.monitor,
+                     sync_dist=True)  # identical on every rank after the all-reduce
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.train.lr,
+                                 weight_decay=self.cfg.train.weight_decay)

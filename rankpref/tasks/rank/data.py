@@ -1,0 +1,84 @@
+"""The data of ranking runs: a rated pool (:mod:`rankpref.data.rated`), standardised features,
+and the data module that samples fresh training lists every epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from rankpref.data import rated
+from rankpref.data.module import DataModule
+from rankpref.errors import DataError
+from rankpref.tasks.rank.config import RankConfig, RankDataConfig
+from rankpref.text import TextEncoder
+
+LABEL_PAD = float("-inf")
+"""Padding label of training/evaluation lists (never a real rating)."""
+
+
+def make_encoder(cfg: RankDataConfig, progress: bool = False) -> TextEncoder:
+    return TextEncoder(cfg.text_model, cache_dir=Path(cfg.cache_dir) / "embeddings",
+                       progress=progress)
+
+
+def source_spec(cfg: RankDataConfig) -> rated.SourceSpec:
+    return rated.resolve_source(cfg.name, target=cfg.target, text_column=cfg.text_column,
+                                feature_columns=cfg.feature_columns,
+                                split_column=cfg.split_column, id_column=cfg.id_column)
+
+
+def load_data(cfg: RankDataConfig, encoder=None) -> rated.RatedPool:
+    spec = source_spec(cfg)
+    if spec.text_column and cfg.embeddings is None and encoder is None:
+        encoder = make_encoder(cfg)
+    pool = rated.load_pool(spec, embeddings=cfg.embeddings, encoder=encoder,
+                           rater_column=cfg.rater_column, std_column=cfg.std_column,
+                           split_seed=cfg.split_seed,
+                           fractions=(cfg.valid_fraction, cfg.test_fraction))
+    for name in rated.SPLITS:
+        count = int((pool.split == name).sum())
+        if count < 2:
+            raise DataError(f"split '{name}' has {count} item(s); need at least 2",
+                            path=spec.path)
+    if np.ptp(pool.part("train").labels) == 0:
+        raise DataError("all train labels are equal: nothing to rank", path=spec.path,
+                        field=spec.target)
+    return pool
+
+
+class ListDataModule(DataModule):
+    """Training: fresh lists of ``lists.list_size`` items every epoch (seeded by seed and
+    epoch, within one rater when raters are known). Validation: the whole valid split as one
+    batch (Kendall tau is over the split, not per list)."""
+
+    def __init__(self, cfg: RankConfig, x: dict[str, np.ndarray], pool: rated.RatedPool):
+        super().__init__(cfg.train.batch_size, seed=cfg.train.seed,
+                         num_workers=cfg.train.num_workers)
+        self.cfg = cfg
+        self.x = x
+        self.parts = {name: pool.part(name) for name in rated.SPLITS}
+        self.stats: list[dict] = []
+
+    def train_dataset(self) -> TensorDataset:
+        cfg, train = self.cfg, self.parts["train"]
+        lists, stats = rated.sample_lists(
+            train.labels, cfg.lists.list_size, margin=cfg.lists.margin,
+            num_lists=cfg.lists.lists_per_epoch, seed=cfg.train.seed * 100003 + self.epoch(),
+            groups=train.raters if cfg.lists.per_rater else None)
+        if stats.lists == 0:
+            raise DataError(f"no usable training list (margin {cfg.lists.margin:g}, "
+                            f"list size {cfg.lists.list_size}): {stats.as_dict()}")
+        self.stats.append(stats.as_dict())
+        bx, by = rated.gather_lists(self.x["train"], train.labels, lists, LABEL_PAD)
+        return TensorDataset(torch.from_numpy(bx), torch.from_numpy(by.astype(np.float32)))
+
+    def eval_dataset(self, split: str) -> TensorDataset:
+        return TensorDataset(torch.as_tensor(self.x[split], dtype=torch.float32),
+                             torch.as_tensor(self.parts[split].labels, dtype=torch.float64))
+
+    def eval_dataloader(self, split: str):
+        dataset = self.eval_dataset(split)
+        return self.loader(dataset, train=False, batch_size=max(1, len(dataset)))

@@ -1,0 +1,57 @@
+"""The Lightning module of listwise ranking: a registered scorer trained with a registered
+listwise loss (RankList's curriculum advanced by epoch), validated by Kendall tau over the
+whole valid split."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+
+from rankpref.losses.listwise import curriculum_max_skip
+from rankpref.metrics.correlation import kendall_tau_b, spearman
+from rankpref.registry import LOSSES
+from rankpref.tasks.rank.config import RankConfig, RankLossConfig
+from rankpref.tasks.rank.data import LABEL_PAD
+
+_CORRELATIONS = {"kendall_tau": kendall_tau_b, "spearman": spearman}
+
+
+def loss_kwargs(cfg: RankLossConfig, epoch: int, list_size: int) -> dict:
+    """Keyword arguments for the named loss at ``epoch`` (RankList's curriculum lives here)."""
+    if cfg.name != "ranklist":
+        return {}
+    return {"pairs": cfg.pairs, "skips": cfg.skips, "margin": cfg.margin, "approx": cfg.approx,
+            "normalize": cfg.normalize,
+            "max_skip": curriculum_max_skip(epoch, list_size, cfg.curriculum_every,
+                                            cfg.curriculum_start)}
+
+
+class RankModule(L.LightningModule):
+    def __init__(self, model: torch.nn.Module, cfg: RankConfig):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.loss_fn = LOSSES.get(cfg.loss.name, "listwise")
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        scores = self.model(x)
+        loss = self.loss_fn(scores, y, LABEL_PAD,
+                            **loss_kwargs(self.cfg.loss, self.current_epoch, x.shape[1]))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=x.shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        pred = self.model(x).double().cpu().numpy()
+        monitor = self.cfg.eval.monitor
+        value = _CORRELATIONS[monitor](pred, y.cpu().numpy())
+        # an undefined correlation (constant predictions) is the worst, not a missing value
+        self.log(f"valid/{monitor}", -1.0 if np.isnan(value) else float(value), prog_bar=True,
+                 batch_size=len(y))
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.train.lr,
+                                 weight_decay=self.cfg.train.weight_decay)
