@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 import time
 import warnings
@@ -27,6 +28,7 @@ import zipfile
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
@@ -191,13 +193,45 @@ class EpochTimer(Callback):
         return sum(self.seconds) / len(self.seconds) if self.seconds else None
 
 
+def _rng_state() -> dict:
+    """Python's, numpy's and torch's random states as tensors and numbers (a checkpoint read
+    with ``weights_only=True`` can hold them)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, _ = random.getstate()
+    state = {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+             "numpy": [pos, has_gauss, gauss], "python_version": version,
+             "python": torch.tensor(internal, dtype=torch.int64)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), int(pos),
+                         int(has_gauss), float(gauss)))
+    random.setstate((state["python_version"], tuple(state["python"].tolist()), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 class LastCheckpoint(Checkpoint):
     """``last.ckpt`` after every training epoch (validation and selection included), written
     atomically: a temporary file, fsync, rename. Put it after :class:`BestKeeper` so the
-    checkpoint holds the keeper's state of the same epoch."""
+    checkpoint holds the keeper's state of the same epoch. It also holds the random states at
+    the end of the epoch, so a resumed run draws the same dropout masks and negatives as one
+    that was never stopped, and ends with the same weights."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+
+    def state_dict(self):
+        return {"rng": _rng_state()}
+
+    def load_state_dict(self, state):
+        if "rng" in state:
+            _set_rng_state(state["rng"])
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -114,16 +114,17 @@ def plot_training_curves(run_dir: str | Path, out: str | Path | None = None,
 
 def plot_history(history: list[dict], out: str | Path, metric: str, *, loss: str | None = None,
                  title: str = "") -> Path:
-    """Curves from a ``metrics.json`` history (``[{"epoch": e, metric: .., loss: ..}]``, epochs
-    counted from 1), as written by ``rankpref rank fit`` and ``rankpref sesa fit``."""
+    """Curves from a ``metrics.json`` history (``[{"epoch": e, "valid/<metric>": ..,
+    "train/loss": ..}]``, epochs counted from 1), as every task's ``fit`` writes it. ``loss``
+    names a training value logged without the ``train/`` prefix (older histories)."""
     log = {int(h["epoch"]) - 1: {k: float(v) for k, v in h.items()
                                  if k != "epoch" and isinstance(v, (int, float))}
            for h in history}
-    if loss is not None:
+    if loss is not None and not loss.startswith("train/"):
         for values in log.values():
             if loss in values:
                 values[f"train/{loss}"] = values.pop(loss)
-    return plot_curves(log, out, metric, title=title, panel="dev")
+    return plot_curves(log, out, metric, title=title, panel="valid")
 
 
 def plot_curves(log: dict[int, dict[str, float]], out: str | Path, metric: str, *,

@@ -48,8 +48,16 @@ class DataModule(L.LightningDataModule):
         return trainer.global_rank, trainer.world_size
 
     def epoch(self) -> int:
+        """The epoch about to run. The fit loop's count of epochs started, not
+        ``current_epoch``: right after a resume from an end-of-epoch checkpoint the latter
+        still names the epoch that was saved, while the loaders are built for the next."""
         trainer = getattr(self, "trainer", None)
-        return trainer.current_epoch if trainer is not None else 0
+        if trainer is None:
+            return 0
+        loop = getattr(trainer, "fit_loop", None)
+        if loop is not None and trainer.training:
+            return loop.epoch_progress.current.processed
+        return trainer.current_epoch
 
     def generator(self, salt: int = 0) -> torch.Generator:
         """A generator seeded by (seed, epoch, salt): the same stream for a given epoch."""

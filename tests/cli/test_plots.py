@@ -131,7 +131,7 @@ def test_fit_and_evaluate_plot_from_the_cli(tmp_path):
     assert not (tmp_path / "no.png").exists()
 
 
-def test_rank_and_sesa_fit_plot_their_dev_history(tmp_path):
+def test_rank_and_sesa_fit_plot_their_valid_history(tmp_path):
     res = runner.invoke(app, ["rank", "fit", "--data", "wine-red-slice", "--epochs", "3",
                               "--list-size", "8", "--out", str(tmp_path / "rank"), "--plot"])
     assert res.exit_code == 0, res.output
@@ -147,7 +147,8 @@ def test_rank_and_sesa_fit_plot_their_dev_history(tmp_path):
 def test_history_plot_needs_its_metric(tmp_path):
     from rankpref.plots import plot_history
 
-    history = [{"epoch": 1, "dev_ndcg@10": 0.2}, {"epoch": 2, "dev_ndcg@10": 0.3}]
-    assert plot_history(history, tmp_path / "h.png", "dev_ndcg@10").read_bytes()[:8] == PNG
-    with pytest.raises(RankprefError, match="no 'dev_kendall_tau'.*dev_ndcg@10"):
-        plot_history(history, tmp_path / "h.png", "dev_kendall_tau")
+    history = [{"epoch": 1, "valid/ndcg@10": 0.2, "train/loss": 1.0},
+               {"epoch": 2, "valid/ndcg@10": 0.3, "train/loss": 0.8}]
+    assert plot_history(history, tmp_path / "h.png", "valid/ndcg@10").read_bytes()[:8] == PNG
+    with pytest.raises(RankprefError, match="no 'valid/kendall_tau'.*valid/ndcg@10"):
+        plot_history(history, tmp_path / "h.png", "valid/kendall_tau")

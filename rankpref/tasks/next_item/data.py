@@ -95,7 +95,7 @@ class BucketBatchSampler(Sampler):
     Each epoch: shuffle all windows, cut them into pools of ``pool_batches`` batches, sort each
     pool by length, cut it into batches and shuffle the batch order. With ``world > 1`` each
     process takes every ``world``-th batch (all processes get the same number of batches).
-    Deterministic for a given seed and epoch.
+    Deterministic for a given seed and epoch (set by :meth:`set_epoch`).
     """
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, rank: int = 0,
@@ -107,6 +107,9 @@ class BucketBatchSampler(Sampler):
         self.world = world
         self.pool = batch_size * pool_batches
         self.epoch = 0
+        # Lightning sets the epoch of ``loader.batch_sampler.sampler`` before every epoch (with
+        # the fit loop's own count, right after a resume too): be that sampler
+        self.sampler = self
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -124,9 +127,9 @@ class BucketBatchSampler(Sampler):
         return batches[self.rank:usable:self.world]
 
     def __iter__(self):
-        batches = self._batches()
-        self.epoch += 1
-        return (b.tolist() for b in batches)
+        # the epoch comes from the trainer (or set_epoch), never from counting iterations: a
+        # resumed run must get the same batches as a run that was never stopped
+        return (b.tolist() for b in self._batches())
 
     def __len__(self) -> int:
         n = -(-len(self.lengths) // self.batch_size)

@@ -63,35 +63,53 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
     assert logged[0] == pytest.approx(metrics["valid"]["ndcg@10"], rel=1e-5)
 
 
-def test_resume_after_kill(tmp_path):
-    """kill -9 a fit after its first checkpoint; the rerun resumes there and finishes."""
-    out, cache = tmp_path / "run", tmp_path / "cache"
-    cmd = _fit_cmd(out, cache, "train.epochs=4", "train.patience=50")
+def _epochs_in(csv: Path) -> list[int]:
+    lines = csv.read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    return sorted({int(r["epoch"]) for r in rows if r.get("train/loss")})
+
+
+def test_resume_after_kill_mid_training_matches_an_uninterrupted_run(tmp_path):
+    """kill -9 a 10-epoch fit once its second epoch is checkpointed; the rerun resumes there,
+    trains only the epochs that were left, and ends with the same metrics as a run that was
+    never stopped (same seed: the checkpoint carries the random states)."""
+    import torch
+
+    cache = tmp_path / "cache"
+    settings = ("train.epochs=10", "train.patience=50", "model.hidden=32")
+    whole = subprocess.run(_fit_cmd(tmp_path / "whole", cache, *settings), capture_output=True,
+                           text=True, timeout=600, env=_env())
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    out = tmp_path / "run"
+    cmd = _fit_cmd(out, cache, *settings)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=_env())
     last = out / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
+    deadline, done = time.time() + 300, -1
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists():
+            done = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+            if done >= 1:  # epochs 0 and 1 are finished and saved
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed mid-training"
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert last.exists(), "no checkpoint was written before the kill"
-    assert not (out / "model").exists() or proc.returncode == 0
+    killed_at = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+    assert 1 <= killed_at < 9 and not (out / "model").exists()
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
     log = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, log[-3000:]
     assert "Restored all states from the checkpoint" in log
+    second = max((out / "logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    assert _epochs_in(second / "metrics.csv") == list(range(killed_at + 1, 10))
     metrics = json.loads((out / "model" / "metrics.json").read_text())
-    assert metrics["epochs_run"] == 4
-    # across both launches, every epoch's training loss is logged exactly once
-    epochs = []
-    for csv in (out / "logs").rglob("metrics.csv"):
-        for line in csv.read_text().splitlines()[1:]:
-            cells = line.split(",")
-            if cells[2]:
-                epochs.append(int(cells[0]))
-    assert sorted(epochs) == [0, 1, 2, 3]
+    reference = json.loads((tmp_path / "whole" / "model" / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == list(range(1, 11))
+    assert metrics["best_epoch"] == reference["best_epoch"]
+    for split in ("valid", "test"):
+        assert metrics[split] == reference[split]
 
 
 def test_resume_refuses_other_model_settings(tmp_path):

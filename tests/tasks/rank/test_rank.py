@@ -151,3 +151,23 @@ def test_emobank_slice_text_demo(tmp_path):
     assert res.exit_code == 0, res.output
     m = json.loads((out / "model" / "metrics.json").read_text())
     assert m["test"]["items"] == 200 and m["test"]["kendall_tau"] > 0.3
+
+
+def test_a_folder_from_before_manifests_still_loads_and_scores_the_same(wine_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    out, _ = wine_run
+    old = tmp_path / "old"
+    shutil.copytree(out / "model", old)
+    (old / "manifest.json").unlink()
+    tree = yaml.safe_load((old / "config.yaml").read_text())
+    tree["data"]["dev_fraction"] = tree["data"].pop("valid_fraction")
+    tree["model"].pop("name")
+    (old / "config.yaml").write_text(yaml.safe_dump(tree))
+    got = _run("evaluate", "--artifact", str(old), "--output", str(tmp_path / "m.json"))
+    assert got.exit_code == 0, got.output
+    saved = json.loads((out / "model" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "m.json").read_text())["test"]["kendall_tau"] == \
+        pytest.approx(saved["test"]["kendall_tau"], abs=1e-9)

@@ -178,3 +178,24 @@ def test_fit_cli_on_slice(tmp_path):
     assert res.exit_code == 0, res.output
     assert "valid (" in res.output and "test (" in res.output and "ndcg@10" in res.output
     assert (tmp_path / "cli" / "model" / "concepts.json").exists()
+
+
+def test_a_folder_from_before_manifests_still_loads(minilm_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    folder, _, metrics = minilm_run
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    (old / "manifest.json").unlink()
+    tree = yaml.safe_load((old / "config.yaml").read_text())
+    loss = tree.pop("loss")
+    tree["train"]["rank_loss"] = loss.pop("name")
+    tree["train"].update(loss)
+    tree["cache_dir"] = tree["data"].pop("cache_dir")
+    (old / "config.yaml").write_text(yaml.safe_dump(tree))
+    art = sesa.load_artifact(old)
+    assert art.cfg.loss.name == "infonce" and art.cfg.loss.concept_weight == 1.0
+    again = sesa.evaluate(art.model, sesa.inputs_for_artifact(art), "test")
+    assert math.isclose(again["ndcg@10"], metrics["test"]["ndcg@10"], rel_tol=1e-6)
