@@ -17,7 +17,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["quickstart.ipynb", "subjective_ranking.ipynb", "explicit_concepts.ipynb"]
 CELL_TIMEOUT = 600  # seconds per cell; each notebook takes about a minute in all
@@ -123,7 +123,7 @@ def test_quickstart(tmp_path):
 def test_subjective_ranking(tmp_path):
     nb = execute("subjective_ranking.ipynb", tmp_path)
     check_figures(nb, 2)
-    check_pngs(tmp_path, "test_kendall_tau.png", "dev_tau_per_epoch.png")
+    check_pngs(tmp_path, "test_kendall_tau.png", "valid_tau_per_epoch.png")
     assert not list(tmp_path.rglob("model.safetensors")), "fit(write=False) wrote an artifact"
     s = summary(tmp_path)
     losses = {"ranklist", "ranklist W=0.2", "ranknet", "listnet", "listmle", "approxndcg",
@@ -131,9 +131,9 @@ def test_subjective_ranking(tmp_path):
     assert set(s) == losses
     for name, runs in s.items():
         assert len(runs["test_kendall_tau"]) == len(runs["seeds"]) == 5
-        for tau in runs["dev_kendall_tau"] + runs["test_kendall_tau"]:
+        for tau in runs["valid_kendall_tau"] + runs["test_kendall_tau"]:
             assert in_unit(tau), (name, tau)  # tau > 0: better than a random order
-        for history, best in zip(runs["dev_tau_history"], runs["best_epoch"]):
+        for history, best in zip(runs["valid_tau_history"], runs["best_epoch"]):
             assert 1 <= best <= len(history)
     # MiniLM features order valence well above chance (the README reports about 0.49)
     ranklist = s["ranklist"]["test_kendall_tau"]
