@@ -12,13 +12,19 @@ For each catalogue: exact ``Flat``, ``HNSW32`` (FAISS's default efConstruction, 
 efSearch values,
 ``IVF<n>,Flat``, ``IVF<n>,PQ16`` and ``IVF<n>,PQ16,RFlat`` (PQ re-ranked with the exact vectors)
 at several nprobe values, and torch matmul+topk as the
-brute-force reference. Queries are split into a dev set (used to pick the smallest setting
+brute-force reference. Queries are split into a valid set (used to pick the smallest setting
 with recall@10 >= 0.95) and a test set (everything reported). One torch thread and one FAISS
 (OpenMP) thread throughout.
 
     python benchmarks/index.py                       # both parts -> benchmarks/results/index.json
     python benchmarks/index.py --skip-synthetic      # Beauty only
     python benchmarks/index.py --artifact runs/x/model --n-synthetic 100000
+    python benchmarks/index.py --artifact runs/ml-100k/model --n-synthetic 20000 \
+        --valid-queries 100 --test-queries 200 --single 20 --out /tmp/smoke/index.json  # smoke
+
+Result files written before the rename of "dev" to "valid" hold ``recall@10_dev``,
+``dev_queries`` and ``selected_on_dev`` where this script now writes ``recall@10_valid``,
+``valid_queries`` and ``selected_on_valid``.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rankpref.index import ItemIndex  # noqa: E402
+from rankpref.serving.index import ItemIndex  # noqa: E402
 from rankpref.io import write_json  # noqa: E402
 
 K = 10
@@ -65,9 +71,9 @@ def time_batched(fn, repeats: int = 3) -> float:
 
 
 def measure(index: ItemIndex, queries: dict, exact: dict, single: int) -> dict:
-    """Recall on dev and test, batched and single-query QPS on test (best of 3 passes)."""
+    """Recall on valid and test, batched and single-query QPS on test (best of 3 passes)."""
     out = {}
-    for split in ("dev", "test"):
+    for split in ("valid", "test"):
         q, excl = queries[split]
         got, _ = index.search(q, K, exclude=excl)
         out[f"recall@{K}_{split}"] = round(recall_at_k(got, exact[split]), 4)
@@ -111,8 +117,8 @@ def run_family(ids, vectors, queries, exact, factory, params: list[str], single:
         if hnsw is not None:
             row["ef_construction"] = int(hnsw.efConstruction)
         row.update(measure(index, queries, exact, single))
-        print(f"  {factory:<14} {p:<12} build {build:7.1f}s  recall dev "
-              f"{row[f'recall@{K}_dev']:.4f} test {row[f'recall@{K}_test']:.4f}  "
+        print(f"  {factory:<14} {p:<12} build {build:7.1f}s  recall valid "
+              f"{row[f'recall@{K}_valid']:.4f} test {row[f'recall@{K}_test']:.4f}  "
               f"qps batched {row['qps_batched']:>9.1f} single {row['qps_single']:>8.1f}", flush=True)
         rows.append(row)
     del index
@@ -135,7 +141,7 @@ def torch_reference(ids, vectors, queries, exact, batch: int = 100) -> dict:
 
     row = {"index": "torch matmul+topk", "search_params": f"query batch {batch}",
            "build_seconds": 0.0, "index_mib": round(vectors.nbytes / 2**20, 1)}
-    for split in ("dev", "test"):
+    for split in ("valid", "test"):
         q, excl = queries[split]
         if excl is None:
             top = search(q)
@@ -160,7 +166,7 @@ def torch_reference(ids, vectors, queries, exact, batch: int = 100) -> dict:
 def exact_answers(ids, vectors, queries) -> dict:
     flat = ItemIndex.build(ids, vectors)
     exact = {}
-    for split in ("dev", "test"):
+    for split in ("valid", "test"):
         q, excl = queries[split]
         exact[split], _ = flat.search(q, K, exclude=excl)
         if excl is None:
@@ -172,10 +178,11 @@ def exact_answers(ids, vectors, queries) -> dict:
 
 
 def select(rows: list[dict]) -> list[dict]:
-    """Per index family: the fastest (batched) setting whose dev recall@10 >= the target."""
+    """Per index family: the fastest (batched) setting whose valid recall@10 >= the target."""
     chosen = []
     for family in dict.fromkeys(r["index"] for r in rows):
-        ok = [r for r in rows if r["index"] == family and r.get(f"recall@{K}_dev", 0) >= TARGET_RECALL]
+        ok = [r for r in rows
+              if r["index"] == family and r.get(f"recall@{K}_valid", 0) >= TARGET_RECALL]
         if ok:
             best = max(ok, key=lambda r: r["qps_batched"])
             chosen.append({"index": family, "search_params": best["search_params"],
@@ -184,14 +191,14 @@ def select(rows: list[dict]) -> list[dict]:
                            "build_seconds": best["build_seconds"]})
         else:
             chosen.append({"index": family, "search_params": None,
-                           "note": f"no setting reached dev recall@{K} >= {TARGET_RECALL}"})
+                           "note": f"no setting reached valid recall@{K} >= {TARGET_RECALL}"})
     return chosen
 
 
 # ---------------------------------------------------------------------- Beauty
 
 
-def beauty_queries(rec, n_dev: int, n_test: int, seed: int):
+def beauty_queries(rec, n_valid: int, n_test: int, seed: int):
     """User vectors of sampled Beauty users: history = all but their last item."""
     import polars as pl
 
@@ -201,17 +208,18 @@ def beauty_queries(rec, n_dev: int, n_test: int, seed: int):
     seqs = (ds.interactions.group_by("user_idx", maintain_order=True)
             .agg(pl.col("item_idx")).filter(pl.col("item_idx").list.len() >= 2))
     rng = np.random.default_rng(seed)
-    pick = rng.choice(seqs.height, size=min(n_dev + n_test, seqs.height), replace=False)
+    pick = rng.choice(seqs.height, size=min(n_valid + n_test, seqs.height), replace=False)
     histories = [h[:-1] for h in seqs["item_idx"].gather(pick).to_list()]
     vectors = np.concatenate([rec.user_vectors(histories[i:i + 512])
                               for i in range(0, len(histories), 512)])
     seen = [[rec.vocab.items[i] for i in h] for h in histories]
-    return ({"dev": (vectors[:n_dev], seen[:n_dev]), "test": (vectors[n_dev:], seen[n_dev:])},
+    return ({"valid": (vectors[:n_valid], seen[:n_valid]),
+             "test": (vectors[n_valid:], seen[n_valid:])},
             float(np.mean([len(h) for h in histories])))
 
 
 def run_beauty(artifact: Path, args) -> dict:
-    from rankpref.recommend import Recommender
+    from rankpref.tasks.next_item import Recommender
 
     if not (artifact / "model.safetensors").exists():
         msg = (f"{artifact}: no trained artifact; produce it with `rankpref fit --config "
@@ -220,8 +228,8 @@ def run_beauty(artifact: Path, args) -> dict:
         return {"dataset": "beauty", "skipped": msg}
     rec = Recommender.load(artifact)
     ids, vectors = rec.item_ids, rec.item_vectors()
-    queries, mean_history = beauty_queries(rec, args.dev_queries, args.test_queries, args.seed)
-    print(f"beauty: {len(ids):,} items x {vectors.shape[1]}, "
+    queries, mean_history = beauty_queries(rec, args.valid_queries, args.test_queries, args.seed)
+    print(f"{rec.metrics.get('dataset') or 'beauty'}: {len(ids):,} items x {vectors.shape[1]}, "
           f"{len(queries['test'][0])} test queries", flush=True)
     exact = exact_answers(ids, vectors, queries)
     nlist = 128
@@ -237,13 +245,14 @@ def run_beauty(artifact: Path, args) -> dict:
                        [f"nprobe={p},k_factor_rf=4" for p in (16, 32)], args.single)
     queries_raw = {s: (q, None) for s, (q, _) in queries.items()}
     rows.append(torch_reference(ids, vectors, queries_raw, exact))
-    return {"dataset": "beauty", "model": rec.cfg.model.name, "loss": rec.cfg.model.loss,
+    return {"dataset": rec.metrics.get("dataset") or "beauty", "model": rec.cfg.model.name,
+            "loss": rec.cfg.loss.name,
             "artifact": str(artifact), "items": len(ids), "dimension": int(vectors.shape[1]),
             "metric": "ip", "queries": "user vectors of sampled Beauty users (history = all but "
             "the last item), each excluding its own history",
             "mean_history_length": round(mean_history, 2),
-            "dev_queries": len(queries["dev"][0]), "test_queries": len(queries["test"][0]),
-            "results": rows, "selected_on_dev": select(rows)}
+            "valid_queries": len(queries["valid"][0]), "test_queries": len(queries["test"][0]),
+            "results": rows, "selected_on_valid": select(rows)}
 
 
 # ---------------------------------------------------------------------- synthetic
@@ -264,8 +273,8 @@ def run_synthetic(args) -> dict:
     centres = rng.standard_normal((4096, dim), dtype=np.float32)
     vectors = mixture(n, dim, centres, rng)
     ids = [str(i) for i in range(n)]
-    q = mixture(args.dev_queries + args.test_queries, dim, centres, rng)
-    queries = {"dev": (q[:args.dev_queries], None), "test": (q[args.dev_queries:], None)}
+    q = mixture(args.valid_queries + args.test_queries, dim, centres, rng)
+    queries = {"valid": (q[:args.valid_queries], None), "test": (q[args.valid_queries:], None)}
     print(f"synthetic: {n:,} x {dim}", flush=True)
     start = time.perf_counter()
     exact = exact_answers(ids, vectors, queries)
@@ -288,8 +297,8 @@ def run_synthetic(args) -> dict:
             "generator": f"Gaussian mixture: 4096 centres ~ N(0, I), point = centre + "
             f"0.5 * N(0, I), seed {args.seed}",
             "queries": "fresh draws from the same mixture, no exclusion",
-            "dev_queries": args.dev_queries, "test_queries": args.test_queries,
-            "results": rows, "selected_on_dev": select(rows)}
+            "valid_queries": args.valid_queries, "test_queries": args.test_queries,
+            "results": rows, "selected_on_valid": select(rows)}
 
 
 def main() -> None:
@@ -300,7 +309,8 @@ def main() -> None:
     parser.add_argument("--artifact", type=Path, default=ROOT / "runs/bench/beauty/model")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/index.json")
     parser.add_argument("--n-synthetic", type=int, default=1_000_000)
-    parser.add_argument("--dev-queries", type=int, default=500)
+    parser.add_argument("--valid-queries", "--dev-queries", dest="valid_queries", type=int,
+                        default=500, help="queries that select each family's setting")
     parser.add_argument("--test-queries", type=int, default=1000)
     parser.add_argument("--single", type=int, default=300, help="queries timed one at a time")
     parser.add_argument("--single-synthetic", type=int, default=50,
@@ -322,7 +332,7 @@ def main() -> None:
         "threads": {"torch": torch.get_num_threads(), "faiss_omp": 1},
         "versions": {"faiss": faiss.__version__, "torch": torch.__version__,
                      "numpy": np.__version__},
-        "selection": f"per index family, the fastest setting with dev recall@{K} >= "
+        "selection": f"per index family, the fastest setting with valid recall@{K} >= "
                      f"{TARGET_RECALL}; reported numbers are on the test queries",
         "beauty": run_beauty(args.artifact, args),
     }

@@ -8,6 +8,8 @@ lock), so a stopped run keeps what it finished and two invocations can run side 
     python benchmarks/pulse.py --datasets beauty --rows sasrec-ce pulse-text pulse-template
     python benchmarks/pulse.py --cross-domain          # beauty -> ml-100k, 10/25/100% users
     python benchmarks/pulse.py --cold-start ml-100k    # 10% of items held out of training
+    python benchmarks/pulse.py --datasets ml-100k --rows pulse-template --set train.epochs=1 \
+        --runs /tmp/smoke/runs --output /tmp/smoke/pulse.json     # a smoke run
 """
 
 from __future__ import annotations
@@ -84,8 +86,14 @@ def summary(m: dict) -> dict:
     return out
 
 
-def record(path: tuple[str, ...], value: dict, output: Path = OUTPUT) -> None:
+EXTRA: list[str] = []
+"""``--set`` overrides added to every row (e.g. ``train.epochs=1`` for a smoke run)."""
+
+
+def record(path: tuple[str, ...], value: dict, output: Path | None = None) -> None:
     """Merge one result into the JSON under an exclusive lock (side-by-side runs)."""
+    output = output or OUTPUT
+    output.parent.mkdir(parents=True, exist_ok=True)
     lock = output.with_suffix(".lock")
     with open(lock, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -103,6 +111,7 @@ def record(path: tuple[str, ...], value: dict, output: Path = OUTPUT) -> None:
 
 def fit_row(dataset: str, name: str, settings: list[str], runs: Path) -> dict:
     out = runs / f"{dataset}-{name}"
+    settings = [*settings, *EXTRA]
     metrics = run_fit(CONFIGS[dataset], out, settings, runs / f"{dataset}-{name}.log")
     result = summary(metrics)
     result["config"] = str(CONFIGS[dataset].relative_to(ROOT))
@@ -161,14 +170,12 @@ def tot_report(dataset: str, space_dir: Path, cache: Path) -> None:
     import polars as pl
     import torch
 
-    from rankpref.config import load_config
     from rankpref.data.datasets import prepare
-    from rankpref.models.thought_space import load_thought_space
     from rankpref.rationales.cache import RationaleStore
     from rankpref.rationales.generate import rationale_table
+    from rankpref.tasks.next_item import (load_config, load_thought_space, training_split,
+                                          user_behaviour_texts)
     from rankpref.text import TextEncoder
-    from rankpref.thought import user_behaviour_texts
-    from rankpref.training import training_split
 
     store = RationaleStore(cache)
     table = rationale_table(store, dataset)
@@ -217,6 +224,7 @@ def variant(dataset: str, spec: str, runs: Path) -> None:
 
 
 def main() -> None:
+    global OUTPUT
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="*", default=[], choices=sorted(CONFIGS))
     parser.add_argument("--rows", nargs="*", default=ROWS, choices=ROWS)
@@ -239,7 +247,14 @@ def main() -> None:
                                                "rationales.sqlite"))
     parser.add_argument("--variant", nargs="*", default=[],
                         help="name=base_row:key=value,... on each of --datasets")
+    parser.add_argument("--output", type=Path, default=OUTPUT,
+                        help="results JSON that rows are merged into")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="extra config override for every row "
+                        "(repeatable; recorded in each row's overrides)")
     args = parser.parse_args()
+    OUTPUT = args.output
+    EXTRA[:] = args.overrides
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     for spec in args.variant:

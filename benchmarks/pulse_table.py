@@ -1,13 +1,19 @@
 """Print the README tables of ``benchmarks/results/pulse.json`` (markdown), so the README
-quotes the JSON exactly: ``python benchmarks/pulse_table.py``."""
+quotes the JSON exactly: ``python benchmarks/pulse_table.py [results.json]``."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pulse.json"
 COLS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+
+
+def _valid(row: dict) -> dict:
+    """A row's valid metrics (``dev`` in result files written before the rename)."""
+    return row["valid"] if "valid" in row else row["dev"]
 
 
 def main_table(data: dict) -> list[str]:
@@ -26,7 +32,7 @@ def main_table(data: dict) -> list[str]:
             cells = [f"{r['test'][c]:.4f}" for c in COLS]
             cells[1] += ratio
             lines.append(f"| {dataset} | {name} | " + " | ".join(cells)
-                         + f" | {r['valid']['ndcg@10']:.4f} | {r['users_with_rationale']:,} | "
+                         + f" | {_valid(r)['ndcg@10']:.4f} | {r['users_with_rationale']:,} | "
                          f"{r['train_seconds']:.0f} | {r['best_epoch']} / {r['epochs_run']} |")
     return lines
 
@@ -56,7 +62,7 @@ def cold_table(data: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    data = json.loads(RESULTS.read_text())
+    data = json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else RESULTS).read_text())
     tables = [main_table(data)]
     if data.get("variants"):
         tables.append(main_table({"main": data["variants"]}))

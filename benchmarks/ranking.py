@@ -3,12 +3,12 @@
 Parts (each merges its results into ``benchmarks/results/ranking.json``):
 
 * ``tune``    RankList settings (list size, margin W, pair set, curriculum, approximation) and
-              the list size of every baseline, chosen on the EmoBank *dev* split (valence,
+              the list size of every baseline, chosen on the EmoBank *valid* split (valence,
               two selection seeds that are not the reported seeds).
 * ``main``    every loss x 5 seeds on EmoBank valence/arousal/dominance (official split,
               MiniLM features, cached) and wine quality red/white (fixed 80/10/10 split), with
               the settings chosen by ``tune``; mean and std of test Kendall tau-b, ranking
-              accuracy and NDCG@10 (dev numbers too).
+              accuracy and NDCG@10 (valid numbers too).
 * ``timing``  milliseconds per training step (forward, backward, optimiser step; 16 lists of
               384-d features, MLP 384-256-1) of each loss at list sizes 8, 32 and 128.
 * ``plot``    ``benchmarks/results/ranking.png`` from the JSON.
@@ -17,6 +17,12 @@ Parts (each merges its results into ``benchmarks/results/ranking.json``):
     python benchmarks/ranking.py --parts main --datasets emobank-V emobank-A emobank-D
     python benchmarks/ranking.py --parts main --datasets wine-red wine-white
     python benchmarks/ranking.py --parts timing plot
+    python benchmarks/ranking.py --parts tune main --datasets wine-red --losses ranknet ranklist \
+        --seeds 0 --selection-seeds 100 --grid-limit 1 --set train.epochs=2 \
+        --output /tmp/smoke/ranking.json                  # a smoke run
+
+Result files written before the rename of "dev" to "valid" (``dev``, ``dev_kendall_tau``) are
+still read (``main`` takes their chosen settings, ``table`` prints them).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ DATASETS = {
     "emobank-V": (["data.name=emobank", "data.target=V"], [0.0, 0.2]),
     "emobank-A": (["data.name=emobank", "data.target=A"], [0.0, 0.2]),
     "emobank-D": (["data.name=emobank", "data.target=D"], [0.0, 0.2]),
-    # wine lists are few per epoch (train items / list size): dev tau was still rising at the
+    # wine lists are few per epoch (train items / list size): valid tau was still rising at the
     # default 40-epoch cap, so wine gets a longer budget (same for every loss)
     "wine-red": (["data.name=wine-red", "train.epochs=300", "train.patience=20"], [0.0, 2.0]),
     "wine-white": (["data.name=wine-white", "train.epochs=300", "train.patience=20"],
@@ -56,7 +62,7 @@ BASELINE_LIST_SIZES = (32, 128)
 
 
 def ranklist_grid() -> list[dict]:
-    """RankList settings tried on EmoBank dev: list size x margin W (in the loss; for W > 0
+    """RankList settings tried on EmoBank valid: list size x margin W (in the loss; for W > 0
     also in the list sampler) x pair set x curriculum x approximation."""
     grid = []
     for size, w in itertools.product((32, 128), (0.0, 0.1, 0.2)):
@@ -87,18 +93,19 @@ def _overrides(settings: dict) -> list[str]:
 class Runner:
     """Fits in this process, reusing each dataset's loaded pool (features encoded once)."""
 
-    def __init__(self):
+    def __init__(self, extra: list[str] = ()):
         self.pools: dict = {}
+        self.extra = list(extra)  # --set overrides for every fit (e.g. fewer epochs)
 
     def fit(self, base: list[str], settings: dict, seed: int, margins: list[float]) -> dict:
-        from rankpref.ranking import fit, load_data, load_rank_config
+        from rankpref.tasks.rank import fit, load_config, load_data
 
-        cfg = load_rank_config(None, base + _overrides(settings) + [
-            f"train.seed={seed}", f"eval.margins={json.dumps(margins)}"])
+        cfg = load_config(None, base + _overrides(settings) + [
+            f"train.seed={seed}", f"eval.margins={json.dumps(margins)}"] + self.extra)
         key = json.dumps(cfg.data.model_dump(), sort_keys=True)
         if key not in self.pools:
             self.pools[key] = load_data(cfg.data)
-        _, metrics = fit(cfg, pool=self.pools[key], write=False)
+        metrics = fit(cfg, data=self.pools[key], write=False).metrics
         metrics.pop("history", None)
         return metrics
 
@@ -109,54 +116,56 @@ def _mean_std(values) -> dict:
             "n": int(a.size)}
 
 
-def tune(runner: Runner, log) -> dict:
+def tune(runner: Runner, log, losses=LOSSES, seeds=SELECTION_SEEDS,
+         grid_limit: int | None = None) -> dict:
     base, margins = DATASETS["emobank-V"]
     trials = []
 
     def trial(loss: str, settings: dict):
-        runs = [runner.fit(base, {"loss.name": loss, **settings}, s, margins)
-                for s in SELECTION_SEEDS]
+        runs = [runner.fit(base, {"loss.name": loss, **settings}, s, margins) for s in seeds]
         row = {"loss": loss, "settings": settings,
-               "dev_kendall_tau": float(np.mean([r["dev"]["kendall_tau"] for r in runs]))}
+               "valid_kendall_tau": float(np.mean([r["valid"]["kendall_tau"] for r in runs]))}
         trials.append(row)
         log(json.dumps(row))
         return row
 
     chosen = {}
-    for loss in LOSSES[:-1]:
+    for loss in (name for name in losses if name != "ranklist"):
         rows = [trial(loss, {"lists.list_size": n}) for n in BASELINE_LIST_SIZES]
-        chosen[loss] = max(rows, key=lambda r: r["dev_kendall_tau"])["settings"]
-    rows = [trial("ranklist", settings) for settings in ranklist_grid()]
-    chosen["ranklist"] = max(rows, key=lambda r: r["dev_kendall_tau"])["settings"]
-    return {"selected_on": "emobank valence dev kendall_tau, mean of seeds "
-            f"{list(SELECTION_SEEDS)}", "chosen": chosen, "trials": trials}
+        chosen[loss] = max(rows, key=lambda r: r["valid_kendall_tau"])["settings"]
+    if "ranklist" in losses:
+        rows = [trial("ranklist", settings) for settings in ranklist_grid()[:grid_limit]]
+        chosen["ranklist"] = max(rows, key=lambda r: r["valid_kendall_tau"])["settings"]
+    return {"selected_on": "emobank valence valid kendall_tau, mean of seeds "
+            f"{list(seeds)}", "chosen": chosen, "trials": trials}
 
 
-def main_part(runner: Runner, datasets: list[str], chosen: dict, log) -> dict:
+def main_part(runner: Runner, datasets: list[str], chosen: dict, log, losses=LOSSES,
+              seeds=SEEDS) -> dict:
     out = {}
     for name in datasets:
         base, margins = DATASETS[name]
         out[name] = {}
-        for loss in LOSSES:
+        for loss in losses:
             settings = {"loss.name": loss, **chosen.get(loss, {})}
             runs = []
-            for seed in SEEDS:
+            for seed in seeds:
                 m = runner.fit(base, settings, seed, margins)
                 runs.append(m)
-                log(f"{name} {loss} seed {seed}: dev tau {m['dev']['kendall_tau']:.4f} "
+                log(f"{name} {loss} seed {seed}: valid tau {m['valid']['kendall_tau']:.4f} "
                     f"test tau {m['test']['kendall_tau']:.4f} ({m['train_seconds']:.1f} s)")
             summary = {"dataset": name, "loss": loss, "model": "mlp", "settings": settings,
                        "split": runs[0]["split"], "source": runs[0]["source"],
-                       "target": runs[0]["target"], "seeds": list(SEEDS)}
-            for split in ("dev", "test"):
+                       "target": runs[0]["target"], "seeds": list(seeds)}
+            for split in ("valid", "test"):
                 keys = [k for k, v in runs[0][split].items() if isinstance(v, float)]
                 summary[split] = {k: _mean_std([r[split][k] for r in runs]) for k in keys}
                 summary[split]["items"] = runs[0][split]["items"]
             summary["train_seconds"] = _mean_std([r["train_seconds"] for r in runs])
             summary["best_epoch"] = [r["best_epoch"] for r in runs]
-            summary["runs"] = [{"seed": s, "dev_kendall_tau": r["dev"]["kendall_tau"],
+            summary["runs"] = [{"seed": s, "valid_kendall_tau": r["valid"]["kendall_tau"],
                                 "test_kendall_tau": r["test"]["kendall_tau"]}
-                               for s, r in zip(SEEDS, runs)]
+                               for s, r in zip(seeds, runs)]
             out[name][loss] = summary
     return out
 
@@ -166,8 +175,9 @@ def timing_part(log, repeats: int = 30, warmup: int = 5) -> dict:
     and (b) the loss alone: forward and backward on a [16, N] score tensor."""
     import torch
 
-    from rankpref.losses.listwise import get_loss
+    import rankpref.losses  # noqa: F401  (registers the built-in losses)
     from rankpref.models.scorer import MLPScorer, ScorerConfig
+    from rankpref.registry import LOSSES as LOSS_REGISTRY
 
     variants = [(name, {}) for name in LOSSES[:-1]] + [
         ("ranklist", {"approx": "exact"}), ("ranklist", {"approx": "lse"}),
@@ -182,7 +192,7 @@ def timing_part(log, repeats: int = 30, warmup: int = 5) -> dict:
             torch.manual_seed(0)
             model = MLPScorer(ScorerConfig(input_dim=384, hidden=[256]))
             opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-            fn = get_loss(name)
+            fn = LOSS_REGISTRY.get(name, "listwise")
             step, alone = [], []
             for i in range(warmup + repeats):
                 start = time.perf_counter()
@@ -207,7 +217,7 @@ def timing_part(log, repeats: int = 30, warmup: int = 5) -> dict:
             "statistic": "median", "results": out}
 
 
-def plot_part(results: dict) -> None:
+def plot_part(results: dict, path: Path = PLOT) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -216,38 +226,41 @@ def plot_part(results: dict) -> None:
     names = [d for d in DATASETS if d in main]
     if not names:
         return
+    losses = [loss for loss in LOSSES if all(loss in main[d] for d in names)]
     fig, ax = plt.subplots(figsize=(11, 4.2))
-    width = 0.8 / len(LOSSES)
-    for i, loss in enumerate(LOSSES):
+    width = 0.8 / len(losses)
+    for i, loss in enumerate(losses):
         means = [main[d][loss]["test"]["kendall_tau"]["mean"] for d in names]
         stds = [main[d][loss]["test"]["kendall_tau"]["std"] for d in names]
-        ax.bar(np.arange(len(names)) + (i - (len(LOSSES) - 1) / 2) * width, means, width,
+        ax.bar(np.arange(len(names)) + (i - (len(losses) - 1) / 2) * width, means, width,
                yerr=stds, capsize=2, label=loss)
     ax.set_xticks(np.arange(len(names)), names)
-    ax.set_ylabel("test Kendall tau-b (mean +- std, 5 seeds)")
-    lows = [main[d][loss]["test"]["kendall_tau"]["mean"] for d in names for loss in LOSSES]
+    seeds = {len(main[d][loss].get("seeds", SEEDS)) for d in names for loss in losses}
+    ax.set_ylabel(f"test Kendall tau-b (mean +- std, {'/'.join(map(str, sorted(seeds)))} seeds)")
+    lows = [main[d][loss]["test"]["kendall_tau"]["mean"] for d in names for loss in losses]
     ax.set_ylim(max(0.0, min(lows) - 0.05), max(lows) + 0.03)
     ax.legend(ncol=6, fontsize=8, loc="upper center")
     ax.set_title("Listwise losses, MLP scorer: EmoBank (MiniLM features) and wine quality")
     fig.tight_layout()
-    PLOT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = PLOT.with_name(".ranking.tmp.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=120)
-    tmp.replace(PLOT)
+    tmp.replace(path)
 
 
 def table_part(results: dict) -> None:
     """Print the README table (markdown) from the JSON."""
     main = results.get("main", {})
     print("| dataset | loss | test Kendall tau | test rank acc@0 | test rank acc@W | W | "
-          "test NDCG@10 | dev Kendall tau |")
+          "test NDCG@10 | valid Kendall tau |")
     print("|---|---|---|---|---|---|---|---|")
     for name in (d for d in DATASETS if d in main):
         w = DATASETS[name][1][1]
-        best = max(main[name][loss]["test"]["kendall_tau"]["mean"] for loss in LOSSES)
-        for loss in LOSSES:
+        losses = [loss for loss in LOSSES if loss in main[name]]
+        best = max(main[name][loss]["test"]["kendall_tau"]["mean"] for loss in losses)
+        for loss in losses:
             s = main[name][loss]
-            t, d = s["test"], s["dev"]
+            t, d = s["test"], s["valid"] if "valid" in s else s["dev"]  # "dev": older files
 
             def fmt(m):
                 return f"{m['mean']:.4f} ± {m['std']:.4f}"
@@ -274,7 +287,22 @@ def main() -> None:
                         choices=["tune", "main", "timing", "plot", "table"])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--log", default=None, help="also append progress lines here")
+    parser.add_argument("--output", type=Path, default=RESULTS,
+                        help="results JSON to merge into (the plot goes beside it, .png)")
+    parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES),
+                        help="losses to tune and run (default: all)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                        help="seeds of the main part")
+    parser.add_argument("--selection-seeds", type=int, nargs="+", default=list(SELECTION_SEEDS),
+                        help="seeds of the tune part")
+    parser.add_argument("--grid-limit", type=int, default=None,
+                        help="tune only the first N RankList settings (smoke runs)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="extra config override for every fit "
+                        "(repeatable), e.g. train.epochs=2 for a smoke run")
     args = parser.parse_args()
+    output = args.output
+    plot = PLOT if output == RESULTS else output.with_suffix(".png")
 
     import lightning  # noqa: F401  (before torch threads are set)
     import torch
@@ -282,7 +310,7 @@ def main() -> None:
     from rankpref.settings import set_threads
 
     set_threads(1)
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = json.loads(output.read_text()) if output.exists() else {}
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -293,23 +321,25 @@ def main() -> None:
             "date": dt.date.today().isoformat(),
             "machine": f"{platform.machine()}, 2 shared CPU cores, 1 torch thread, no GPU",
             "versions": {"python": platform.python_version(), "torch": torch.__version__}})
-        write_json(RESULTS, results)
+        write_json(output, results)
 
-    runner = Runner()
+    runner = Runner(args.overrides)
     if "tune" in args.parts:
-        results["tune"] = tune(runner, log)
+        results["tune"] = tune(runner, log, args.losses, args.selection_seeds, args.grid_limit)
         save()
     if "main" in args.parts:
         chosen = results.get("tune", {}).get("chosen")
         if not chosen:
-            raise SystemExit("run --parts tune first (the settings are chosen on dev)")
-        results.setdefault("main", {}).update(main_part(runner, args.datasets, chosen, log))
-        save()
+            raise SystemExit("run --parts tune first (the settings are chosen on valid)")
+        for name in args.datasets:  # keep the losses of an earlier run that this one skips
+            results.setdefault("main", {}).setdefault(name, {}).update(
+                main_part(runner, [name], chosen, log, args.losses, args.seeds)[name])
+            save()
     if "timing" in args.parts:
         results["timing"] = timing_part(log)
         save()
     if "plot" in args.parts:
-        plot_part(results)
+        plot_part(results, plot)
     if "table" in args.parts:
         table_part(results)
 

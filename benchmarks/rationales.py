@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rankpref.config import DataConfig  # noqa: E402
+from rankpref.tasks.next_item.config import DataConfig  # noqa: E402
 from rankpref.data.datasets import prepare  # noqa: E402
 from rankpref.data.splits import make_split  # noqa: E402
 from rankpref.io import write_json  # noqa: E402

@@ -5,6 +5,8 @@ Runs ``rankpref fit`` in a subprocess per dataset (so peak RSS is per run), then
 
     python benchmarks/sasrec.py                       # beauty and ml-100k
     python benchmarks/sasrec.py --datasets ml-100k    # one dataset
+    python benchmarks/sasrec.py --datasets ml-100k --skip-threads --set train.epochs=1 \
+        --runs /tmp/smoke/runs --output /tmp/smoke/sasrec.json     # a smoke run
 """
 
 from __future__ import annotations
@@ -49,9 +51,10 @@ def run_fit(config: Path, out: Path, extra: list[str], log: Path) -> dict:
 
 def time_evaluation(artifact: Path, repeats: int = 3) -> dict:
     """Full-ranking test evaluation of every user, timed ``repeats`` times in this process."""
-    from rankpref.recommend import Recommender
     from rankpref.settings import set_threads
-    from rankpref.training import eval_datamodule, evaluate_model
+    from rankpref.tasks.next_item import Recommender
+    from rankpref.tasks.next_item.data import eval_datamodule
+    from rankpref.tasks.next_item.evaluate import evaluate_model
 
     rec = Recommender.load(artifact)
     cfg = rec.cfg
@@ -67,13 +70,13 @@ def time_evaluation(artifact: Path, repeats: int = 3) -> dict:
             "test_ndcg@10": metrics["ndcg@10"]}
 
 
-def run_seeds(seeds: list[int], runs: Path, result: dict) -> dict:
+def run_seeds(seeds: list[int], runs: Path, result: dict, extra: list[str] = ()) -> dict:
     """The beauty config with other seeds, two processes side by side (1 thread each)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(seed):
-        m = run_fit(CONFIGS["beauty"], runs / f"beauty-seed{seed}", [f"train.seed={seed}"],
-                    runs / f"beauty-seed{seed}.log")
+        m = run_fit(CONFIGS["beauty"], runs / f"beauty-seed{seed}",
+                    [f"train.seed={seed}", *extra], runs / f"beauty-seed{seed}.log")
         return seed, m
 
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -133,6 +136,9 @@ def main() -> None:
                              "seed spread of the test metrics")
     parser.add_argument("--eval-timing-only", action="store_true",
                         help="only time full-ranking evaluation of the trained beauty artifact")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="extra config override for every fit "
+                        "(repeatable), e.g. train.epochs=1 for a smoke run")
     args = parser.parse_args()
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
@@ -147,7 +153,7 @@ def main() -> None:
         args.datasets, args.skip_threads = [], True
     for name in args.datasets:
         print(f"[sasrec] {name}: fitting with {CONFIGS[name].name}", flush=True)
-        m = run_fit(CONFIGS[name], runs / name, [], runs / f"{name}.log")
+        m = run_fit(CONFIGS[name], runs / name, args.overrides, runs / f"{name}.log")
         result["results"][name] = {"dataset": name, "config": str(CONFIGS[name].relative_to(ROOT)),
                                    **summary(m)}
         write_json(output, result)
@@ -157,7 +163,7 @@ def main() -> None:
         for threads in (1, 2):
             print(f"[sasrec] ml-100k epoch time with {threads} thread(s)", flush=True)
             m = run_fit(CONFIGS["ml-100k"], runs / f"ml-100k-threads{threads}",
-                        ["train.epochs=3", f"train.threads={threads}"],
+                        ["train.epochs=3", f"train.threads={threads}", *args.overrides],
                         runs / f"ml-100k-threads{threads}.log")
             timing[f"threads_{threads}"] = {"seconds_per_epoch": round(m["seconds_per_epoch"], 2),
                                             "eval_seconds_test": m["eval_seconds"]["test"]}
@@ -168,7 +174,7 @@ def main() -> None:
         result["threads_ml-100k"] = timing
         write_json(output, result)
     if args.beauty_seeds:
-        result["beauty_seeds"] = run_seeds(args.beauty_seeds, runs, result)
+        result["beauty_seeds"] = run_seeds(args.beauty_seeds, runs, result, args.overrides)
         write_json(output, result)
     beauty = runs / "beauty" / "model"
     if (beauty / "model.safetensors").exists():

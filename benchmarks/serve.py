@@ -17,6 +17,8 @@ writes ``benchmarks/results/serve.json``.
 
     python benchmarks/serve.py
     python benchmarks/serve.py --artifact runs/bench/beauty/model --requests 2000
+    python benchmarks/serve.py --artifact runs/ml-100k/model --requests 200 --users 100 \
+        --duration 2 --rate 50 --open-loop-runs 1 --out /tmp/smoke/serve.json   # a smoke run
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def histories(artifact: Path, n: int, max_len: int, seed: int) -> list[list[str]
     import polars as pl
 
     from rankpref.data.datasets import prepare
-    from rankpref.recommend import Recommender
+    from rankpref.tasks.next_item import Recommender
 
     rec = Recommender.load(artifact)
     ds = prepare(rec.cfg.data, quiet=True)

@@ -1,6 +1,6 @@
 """SESA benchmark on O*NET 29.2: job title -> occupation, occupation -> related occupations.
 
-Models (each selected on the dev split by ndcg@10, test reported):
+Models (each selected on the valid split by ndcg@10, test reported):
 
 * ``zero-shot-minilm``: cosine of the bundled all-MiniLM-L6-v2 embeddings (no training).
 * ``esa-tfidf``: unsupervised ESA: a text's vector is its TF-IDF similarity to each concept's
@@ -15,8 +15,13 @@ run separately (each well under 15 minutes on 1 thread here)::
     python benchmarks/sesa.py --task titles --models zero-shot-minilm esa-tfidf sesa-minilm
     python benchmarks/sesa.py --task related --models all
     python benchmarks/sesa.py --task related --models sesa-minilm --extend \
-        --grid "train.l1_weight=0.003"      # train more settings, select again over all
-    python benchmarks/sesa.py --table      # the README table from the JSON
+        --grid "loss.l1_weight=0.003"       # train more settings, select again over all
+    python benchmarks/sesa.py --table      # the README table from the JSON (or --out's)
+    python benchmarks/sesa.py --task related --models zero-shot-minilm sesa-minilm \
+        --grid "train.epochs=1" --out /tmp/smoke/sesa.json       # a smoke run
+
+Entries written before the rename of "dev" to "valid" (``dev``, ``dev_ndcg@10``, settings such
+as ``train.l1_weight``) are still read: by ``--extend``, and by ``--table``.
 """
 
 from __future__ import annotations
@@ -34,48 +39,74 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rankpref import sesa  # noqa: E402
 from rankpref.io import write_json  # noqa: E402
 from rankpref.models.sesa import tokenize, top_share  # noqa: E402
 from rankpref.settings import set_threads  # noqa: E402
+from rankpref.tasks import sesa  # noqa: E402
+from rankpref.tasks.sesa.evaluate import ranking_metrics  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sesa.json"
 MODELS = ("zero-shot-minilm", "esa-tfidf", "dual-minilm", "sesa-minilm", "sesa-gru")
 
-# dev-selection grids: every setting is trained; SESA keeps the best dev ndcg@10 among the
-# settings whose dev top-5 share is >= SHARE_FLOOR (the interpretability target), and the
-# unconstrained best is recorded beside it. The dual encoder keeps the best dev ndcg@10.
+# valid-selection grids: every setting is trained; SESA keeps the best valid ndcg@10 among the
+# settings whose valid top-5 share is >= SHARE_FLOOR (the interpretability target), and the
+# unconstrained best is recorded beside it. The dual encoder keeps the best valid ndcg@10.
 SHARE_FLOOR = 0.8
 COMMON = {"titles": ["train.epochs=25", "train.patience=4"],
           "related": ["train.epochs=80", "train.patience=10", "train.batch_size=32"]}
 BOTH5 = ["concepts.kind=both", "concepts.min_occupations=5"]
 GRIDS = {
-    ("titles", "sesa-minilm"): [[], ["model.top_k=10"], BOTH5, ["train.l1_weight=0.001"],
-                                ["train.l1_weight=0.003"], ["train.l1_weight=0.01"],
-                                ["train.l1_weight=0.02"]],
+    ("titles", "sesa-minilm"): [[], ["model.top_k=10"], BOTH5, ["loss.l1_weight=0.001"],
+                                ["loss.l1_weight=0.003"], ["loss.l1_weight=0.01"],
+                                ["loss.l1_weight=0.02"]],
     ("titles", "dual-minilm"): [["model.head=latent", "model.latent_dim=256"]],
     ("titles", "sesa-gru"): [["model.top_k=10"]],
     ("related", "sesa-minilm"): [[], ["model.top_k=10"], ["model.top_k=16"], BOTH5,
-                                 ["train.l1_weight=0.003"], ["train.l1_weight=0.01"],
-                                ["train.l1_weight=0.02"]],
+                                 ["loss.l1_weight=0.003"], ["loss.l1_weight=0.01"],
+                                 ["loss.l1_weight=0.02"]],
     ("related", "dual-minilm"): [["model.head=latent", "model.latent_dim=128"],
                                  ["model.head=latent", "model.latent_dim=256"]],
     ("related", "sesa-gru"): [[], ["model.top_k=10"]],
 }
-GRU_EXTRA = {"titles": ["model.encoder=gru", "train.negatives=in_batch", "model.hidden=128",
+GRU_EXTRA = {"titles": ["model.encoder=gru", "loss.negatives=in_batch", "model.hidden=128",
                         "train.epochs=8", "train.patience=2", "train.batch_size=512"],
-             "related": ["model.encoder=gru", "train.negatives=in_batch", "model.hidden=128",
+             "related": ["model.encoder=gru", "loss.negatives=in_batch", "model.hidden=128",
                          "train.epochs=40", "train.patience=6", "train.batch_size=32"]}
 
+# settings as older result files spell them -> today's keys (see rankpref.tasks.sesa.config)
+_OLD_KEYS = {"train.rank_loss": "loss.name", "data.dev_fraction": "data.valid_fraction",
+             "cache_dir": "data.cache_dir",
+             **{f"train.{k}": f"loss.{k}" for k in ("temperature", "concept_weight", "negatives",
+                                                   "list_size", "l1_weight")}}
 
-def fixed_scores_metrics(prep: sesa.Prepared, q: torch.Tensor, d: torch.Tensor, split: str,
+
+def upgrade_setting(setting: list[str]) -> list[str]:
+    """``["train.l1_weight=0.01"]`` (an older file's spelling) -> ``["loss.l1_weight=0.01"]``."""
+    out = []
+    for kv in setting:
+        key, eq, value = kv.partition("=")
+        out.append(f"{_OLD_KEYS.get(key, key)}{eq}{value}")
+    return out
+
+
+def _valid(metrics: dict) -> dict:
+    """The valid-split metrics of a stored entry (``dev`` in files written before the rename)."""
+    return metrics["valid"] if "valid" in metrics else metrics["dev"]
+
+
+def _grid_value(row: dict, name: str):
+    """``valid_<name>`` of a stored grid row (``dev_<name>`` in older files)."""
+    return row[f"valid_{name}"] if f"valid_{name}" in row else row.get(f"dev_{name}")
+
+
+def fixed_scores_metrics(prep: sesa.TaskInputs, q: torch.Tensor, d: torch.Tensor, split: str,
                          explicit: bool) -> dict:
     rows = prep.task.indices(split)
     qs = q[torch.from_numpy(rows)]
     scores = qs @ d.T
     relevance = torch.from_numpy(prep.task.relevance_matrix(rows))
     exclude = torch.from_numpy(prep.task.exclude_matrix(rows))
-    out = {"queries": len(rows), **sesa.ranking_metrics(scores, relevance, exclude)}
+    out = {"queries": len(rows), **ranking_metrics(scores, relevance, exclude)}
     if explicit:
         top = scores.masked_fill(exclude, float("-inf")).topk(10, dim=1).indices
         qq = qs.unsqueeze(1).expand(-1, 10, -1).reshape(-1, qs.shape[1])
@@ -113,34 +144,42 @@ def esa_vectors(texts: list[str], descriptions: list[str]) -> torch.Tensor:
 
 def _summary(c: dict) -> dict:
     m = c["metrics"]
-    return {"setting": c["setting"], "dev_ndcg@10": m["dev"]["ndcg@10"],
-            "dev_top5_share": m["dev"].get("top5_share"), "test_ndcg@10": m["test"]["ndcg@10"]}
+    return {"setting": c["setting"], "valid_ndcg@10": m["valid"]["ndcg@10"],
+            "valid_top5_share": m["valid"].get("top5_share"), "test_ndcg@10": m["test"]["ndcg@10"]}
 
 
 def _from_entry(entry: dict) -> list[dict]:
     """Candidates of an earlier run, with full metrics where the entry kept them (its selected
-    and its unconstrained best setting: the only ones an enlarged grid can still select)."""
-    full = {json.dumps(entry["selected"]): {"dev": entry["dev"], "test": entry["test"],
-                                             "best_epoch": entry["best_epoch"],
-                                             "epochs_run": entry["epochs_run"],
-                                             "seconds_per_epoch": entry["seconds_per_epoch"],
-                                             "train_seconds": entry["train_seconds"],
-                                             "data": entry["data"]}}
+    and its unconstrained best setting: the only ones an enlarged grid can still select).
+    Entries of older files (``dev`` keys, ``train.l1_weight`` settings) come back in today's
+    names."""
+    key = lambda setting: json.dumps(upgrade_setting(setting))  # noqa: E731
+    full = {key(entry["selected"]): {"valid": _valid(entry), "test": entry["test"],
+                                     "best_epoch": entry["best_epoch"],
+                                     "epochs_run": entry["epochs_run"],
+                                     "seconds_per_epoch": entry["seconds_per_epoch"],
+                                     "train_seconds": entry["train_seconds"],
+                                     "data": entry["data"]}}
     u = entry.get("unconstrained_best")
     if u is not None:
-        full.setdefault(json.dumps(u["setting"]), u.get("full") or {
-            "dev": {"ndcg@10": u["dev_ndcg@10"], "top5_share": u["dev_top5_share"]},
+        stored = u.get("full")
+        if stored:
+            stored = {("valid" if k == "dev" else k): v for k, v in stored.items()}
+        full.setdefault(key(u["setting"]), stored or {
+            "valid": {"ndcg@10": _grid_value(u, "ndcg@10"),
+                      "top5_share": _grid_value(u, "top5_share")},
             "test": u["test"]})
     out = []
     for g in entry["grid"]:
-        m = full.get(json.dumps(g["setting"])) or {
-            "dev": {"ndcg@10": g["dev_ndcg@10"], "top5_share": g["dev_top5_share"]},
+        m = full.get(key(g["setting"])) or {
+            "valid": {"ndcg@10": _grid_value(g, "ndcg@10"),
+                      "top5_share": _grid_value(g, "top5_share")},
             "test": {"ndcg@10": g["test_ndcg@10"]}, "partial": True}
-        out.append({"setting": g["setting"], "metrics": m})
+        out.append({"setting": upgrade_setting(g["setting"]), "metrics": m})
     return out
 
 
-def run_trained(name: str, task: str, prep: sesa.Prepared, prep_cfg: sesa.SESARunConfig,
+def run_trained(name: str, task: str, prep: sesa.TaskInputs, prep_cfg: sesa.SESARunConfig,
                 extra: list[str], settings: list[list[str]] | None = None,
                 previous: dict | None = None) -> dict:
     base = [f"data.task={task}", *COMMON[task]]
@@ -153,41 +192,48 @@ def run_trained(name: str, task: str, prep: sesa.Prepared, prep_cfg: sesa.SESARu
         p = None
         if cfg.model.encoder == "minilm" and cfg.concepts == prep_cfg.concepts:
             p = prep  # same concepts: reuse the prepared features
-        _, metrics = sesa.fit(cfg, p, save=False)
-        print(f"  {name} {setting}: dev ndcg@10 {metrics['dev']['ndcg@10']:.4f} top5 share "
-              f"{metrics['dev'].get('top5_share', float('nan')):.3f} "
+        metrics = sesa.fit(cfg, data=p, write=False).metrics
+        print(f"  {name} {setting}: valid ndcg@10 {metrics['valid']['ndcg@10']:.4f} top5 share "
+              f"{metrics['valid'].get('top5_share', float('nan')):.3f} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
         candidates.append({"setting": setting, "metrics": metrics})
-    by_dev = lambda c: c["metrics"]["dev"]["ndcg@10"]  # noqa: E731
-    unconstrained = max(candidates, key=by_dev)
-    rule = "best dev ndcg@10"
+    by_valid = lambda c: c["metrics"]["valid"]["ndcg@10"]  # noqa: E731
+    unconstrained = max(candidates, key=by_valid)
+    rule = "best valid ndcg@10"
     best = unconstrained
     if name.startswith("sesa"):
-        ok = [c for c in candidates if c["metrics"]["dev"].get("top5_share", 0) >= SHARE_FLOOR]
+        ok = [c for c in candidates
+              if (c["metrics"]["valid"].get("top5_share") or 0) >= SHARE_FLOOR]
         if ok:
-            best = max(ok, key=by_dev)
-            rule = f"best dev ndcg@10 with dev top5_share >= {SHARE_FLOOR}"
+            best = max(ok, key=by_valid)
+            rule = f"best valid ndcg@10 with valid top5_share >= {SHARE_FLOOR}"
         else:
-            rule = f"best dev ndcg@10 (no setting reached dev top5_share >= {SHARE_FLOOR})"
+            rule = f"best valid ndcg@10 (no setting reached valid top5_share >= {SHARE_FLOOR})"
     m = best["metrics"]
     if m.get("partial") or "recall@10" not in unconstrained["metrics"]["test"]:
         raise SystemExit(f"{name}: selection fell on a setting without stored metrics; rerun "
                          "the whole grid")
-    return {"dev": m["dev"], "test": m["test"], "selected": best["setting"], "selection": rule,
+    return {"valid": m["valid"], "test": m["test"], "selected": best["setting"], "selection": rule,
             "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"],
             "seconds_per_epoch": m["seconds_per_epoch"], "train_seconds": m["train_seconds"],
             "base_settings": base + extra,
             "unconstrained_best": {**_summary(unconstrained), "test": unconstrained["metrics"]["test"],
                                    "full": {k: v for k, v in unconstrained["metrics"].items()
-                                            if k in ("dev", "test", "best_epoch", "epochs_run",
+                                            if k in ("valid", "test", "best_epoch", "epochs_run",
                                                      "seconds_per_epoch", "train_seconds", "data")}},
             "grid": [_summary(c) for c in candidates], "data": m["data"]}
+
+
+def _short(setting: str) -> str:
+    """A setting as the table shows it: ``model.top_k=10`` -> ``top_k=10`` (older files'
+    ``train.l1_weight`` as today's ``loss.l1_weight``)."""
+    return upgrade_setting([setting])[0].replace("model.", "").replace("concepts.", "")
 
 
 def table(path: Path) -> str:
     """The README table (test split) from the results JSON."""
     results = json.loads(path.read_text())
-    lines = ["| task | model | selected on dev | ndcg@10 | recall@10 | mrr | concept micro-F1 "
+    lines = ["| task | model | selected on valid | ndcg@10 | recall@10 | mrr | concept micro-F1 "
              "| top-5 share |", "|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     for task in ("titles", "related"):
@@ -196,15 +242,15 @@ def table(path: Path) -> str:
             if e is None:
                 continue
             t = e["test"]
-            sel = " ".join(s.replace("model.", "").replace("concepts.", "") for s in e.get("selected", []))
+            sel = " ".join(_short(s) for s in e.get("selected", []))
             lines.append(f"| {task} | {name} | {sel or '-'} | {fmt(t['ndcg@10'])} | "
                          f"{fmt(t['recall@10'])} | {fmt(t['mrr'])} | {fmt(t.get('concept_micro_f1'))} "
                          f"| {fmt(t.get('top5_share'))} |")
             u = e.get("unconstrained_best")
             if u and u["setting"] != e.get("selected"):
                 ut = u["test"]
-                sel = " ".join(s.replace("model.", "").replace("concepts.", "") for s in u["setting"])
-                lines.append(f"| {task} | {name} (best dev ndcg, no share floor) | {sel or '-'} | "
+                sel = " ".join(_short(s) for s in u["setting"])
+                lines.append(f"| {task} | {name} (best valid ndcg, no share floor) | {sel or '-'} | "
                              f"{fmt(ut['ndcg@10'])} | {fmt(ut['recall@10'])} | {fmt(ut['mrr'])} | "
                              f"{fmt(ut.get('concept_micro_f1'))} | {fmt(ut.get('top5_share'))} |")
     return "\n".join(lines)
@@ -212,7 +258,10 @@ def table(path: Path) -> str:
 
 def main() -> None:
     if "--table" in sys.argv:
-        print(table(RESULTS))
+        only = argparse.ArgumentParser(description="the README table from the results JSON")
+        only.add_argument("--table", action="store_true")
+        only.add_argument("--out", type=Path, default=RESULTS)
+        print(table(only.parse_args().out))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--task", choices=["titles", "related"], required=True)
@@ -227,11 +276,11 @@ def main() -> None:
     set_threads(1)
     models = MODELS if "all" in args.models else args.models
     cfg = sesa.load_config(None, [f"data.task={args.task}", *args.set])
-    prep = sesa.prepare(cfg)  # MiniLM features of every text (cached on disk)
+    prep = sesa.prepare_inputs(cfg)  # MiniLM features of every text (cached on disk)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results.setdefault("dataset", "O*NET 29.2 (onet_29_2)")
     results.setdefault("protocol", "full ranking of all 923 occupations; the query occupation "
-                       "itself is excluded in the related task; dev selection by ndcg@10")
+                       "itself is excluded in the related task; valid selection by ndcg@10")
     results["environment"] = {"python": platform.python_version(), "torch": torch.__version__,
                               "threads": 1, "machine": "CPU, 2 cores shared with other jobs"}
     block = results.setdefault(args.task, {})
@@ -241,13 +290,13 @@ def main() -> None:
         print(f"{args.task} / {name}", flush=True)
         if name == "zero-shot-minilm":
             entry = {split: fixed_scores_metrics(prep, prep.query_inputs, prep.item_inputs, split,
-                                                 False) for split in ("dev", "test")}
+                                                 False) for split in ("valid", "test")}
         elif name == "esa-tfidf":
             concepts = list(prep.concepts.descriptions)
             q = esa_vectors(prep.task.query_texts, concepts)
             d = esa_vectors(prep.task.item_texts, concepts)
             entry = {split: fixed_scores_metrics(prep, q, d, split, True)
-                     for split in ("dev", "test")}
+                     for split in ("valid", "test")}
         else:
             settings = [g.split() for g in args.grid] if args.grid else None
             previous = block.get(name) if args.extend else None

@@ -12,6 +12,8 @@
 
     python benchmarks/tune.py                 # everything (about 1 h on one CPU core)
     python benchmarks/tune.py --trials 4      # a shorter study
+    python benchmarks/tune.py --trials 2 --set train.epochs=1 --set train.patience=1 \
+        --out /tmp/smoke/runs --results /tmp/smoke/results     # a smoke run
 """
 
 from __future__ import annotations
@@ -46,16 +48,23 @@ def _row(metrics: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-tune")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-tune",
+                        help="folder of the runs and the study")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="folder that receives tune.json and the two plots")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="extra config override for the default run, "
+                        "every trial and the retraining (repeatable), e.g. train.epochs=1")
     args = parser.parse_args()
 
-    from rankpref.config import load_config
-    from rankpref.training import fit
+    from rankpref.config import parse_override
+    from rankpref.tasks.next_item import fit, load_config
     from rankpref.tuning import load_spec, tune
 
     # 1. the default config, same seed and evaluator as every trial
     default_dir = args.out / "default"
-    cfg = load_config(DEFAULT, [f"output_dir={default_dir}", "train.progress=false"])
+    cfg = load_config(DEFAULT, [f"output_dir={default_dir}", "train.progress=false",
+                                *args.overrides])
     metrics_file = default_dir / "model" / "metrics.json"
     if not metrics_file.exists():
         started = time.perf_counter()
@@ -65,6 +74,9 @@ def main() -> None:
 
     # 2. the study (continues a stored one)
     spec, base = load_spec(SPEC, [f"trials={args.trials}"])
+    if args.overrides:  # on top of the spec's own overrides (a new --out starts a new study)
+        spec = spec.model_copy(update={"overrides": {
+            **spec.overrides, **dict(parse_override(kv) for kv in args.overrides)}})
     started = time.perf_counter()
     summary = tune(spec, base, args.out / "study", study_name="sasrec-ml100k", progress=False)
     seconds = time.perf_counter() - started
@@ -76,15 +88,16 @@ def main() -> None:
     if not full_file.exists():
         fit(load_config(summary["best_config"], [
             f"output_dir={full_dir}", f"train.epochs={cfg.train.epochs}",
-            f"train.patience={cfg.train.patience}"]))
+            f"train.patience={cfg.train.patience}", *args.overrides]))
     full = json.loads(full_file.read_text())
 
     # 3. results
     plots = {}
+    args.results.mkdir(parents=True, exist_ok=True)
     for name, path in summary.get("plots", {}).items():
-        target = RESULTS / f"tune_{name}.png"
+        target = args.results / f"tune_{name}.png"
         shutil.copyfile(path, target)
-        plots[name] = str(target.relative_to(ROOT))
+        plots[name] = str(target.relative_to(ROOT) if target.is_relative_to(ROOT) else target)
     d, b = _row(default), _row(best)
     result = {
         "benchmark": "tune", "dataset": "ml-100k", "model": "sasrec", "loss": "ce",
@@ -106,7 +119,9 @@ def main() -> None:
         "test_ndcg@10_ratio": round(b["test_ndcg@10"] / d["test_ndcg@10"], 4),
         "history": summary["history"], "plots": plots,
     }
-    write_json(RESULTS / "tune.json", result)
+    if args.overrides:
+        result["overrides"] = args.overrides
+    write_json(args.results / "tune.json", result)
     print(json.dumps({k: result[k] for k in ("trials", "default", "tuned", "tuned_default_budget",
                                              "valid_ndcg@10_ratio", "test_ndcg@10_ratio")},
                      indent=2))

@@ -14,6 +14,7 @@ Each entry carries free-form metadata (``task``, ``config``, ...) that its users
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -71,6 +72,16 @@ class Registry:
     def __contains__(self, key) -> bool:
         name, group = (key, None) if isinstance(key, str) else key
         return (group, name) in self._entries
+
+    @contextmanager
+    def scratch(self):
+        """Registrations made inside the block are forgotten when it ends (tests and docs
+        register example models and losses without leaking them into what follows)."""
+        saved = dict(self._entries)
+        try:
+            yield self
+        finally:
+            self._entries = saved
 
 
 MODELS = Registry("model")

@@ -59,3 +59,12 @@ def test_a_registered_backbone_is_built_from_config_alone():
     assert model.score_all(torch.tensor([[1, 2, 3]])).shape == (1, 8)
     with pytest.raises(ConfigError, match="model.gates: unknown key for model 'tiny-test'"):
         load_config(None, ["model.name=tiny-test", "model.gates=1"])
+
+
+def test_scratch_forgets_what_was_registered_inside_it():
+    table = Registry("thing")
+    table.register("kept", object())
+    with table.scratch():
+        table.register("example", object())
+        assert "example" in table
+    assert "example" not in table and "kept" in table

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import ExitStack
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from rankpref.registry import ARTIFACTS, LOSSES, MODELS, TASKS
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -50,6 +53,14 @@ def test_code_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cwd = os.getcwd()
     os.chdir(tmp_path)
+    # extending.md registers an example model and loss; they must not outlive the page
+    with ExitStack() as scratch:
+        for table in (MODELS, LOSSES, TASKS, ARTIFACTS):
+            scratch.enter_context(table.scratch())
+        run_blocks(todo, page, tmp_path, env, namespace, cwd)
+
+
+def run_blocks(todo, page, tmp_path, env, namespace, cwd):
     try:
         for lang, code, _, line in todo:
             where = f"{page.name}:{line}"
