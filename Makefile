@@ -32,11 +32,13 @@ demo: install
 	$(BIN)/rankpref rank evaluate --artifact runs/rank-demo --split test
 
 # pytest exits 5 when no test was collected; that is not a failure of the suite.
+# Two workers (pytest-xdist) on the two CI cores; pytest-randomly shuffles the order each run
+# (its seed is printed; `--randomly-seed=N` repeats an order, `-p no:randomly` turns it off).
 test: install
-	$(BIN)/python -m pytest -m "not slow" -q -rs; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+	$(BIN)/python -m pytest -n 2 -m "not slow" -q -rs; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
 test-all: install
-	$(BIN)/python -m pytest -q -rs; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+	$(BIN)/python -m pytest -n 2 -q -rs; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
 bench: install
 	$(BIN)/python benchmarks/sasrec.py

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from rankpref import settings
+
+
+def pytest_configure(config):
+    # `make test` runs two workers on two cores: one thread each, or they fight for the cores
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def require_shared(*parts: str) -> Path:
