@@ -153,9 +153,13 @@ def prepare(cfg: DatasetConfig, *, force: bool = False, cache_dir: str | Path | 
     from rankpref.data import readers
 
     inter, items = _read_sources(spec, cfg)
-    frame, vocab, report = preprocess(readers.collect(inter, spec.path), dedupe=cfg.dedupe,
-                                      min_user=spec.min_user, min_item=spec.min_item,
-                                      source=spec.path)
+    table = readers.collect(inter, spec.path)
+    try:
+        frame, vocab, report = preprocess(table, dedupe=cfg.dedupe, min_user=spec.min_user,
+                                          min_item=spec.min_item, source=spec.path)
+    except DataError:
+        readers.locate(spec.path)  # a value missing past the checked head: name its line
+        raise
     item_table = None
     if items is not None:
         index = pl.DataFrame({"item_id": vocab.items[1:],

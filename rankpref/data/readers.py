@@ -10,15 +10,18 @@ Two ways of reading:
   uncompressed JSON lines (Amazon 2014/2018 reviews, Amazon 2023 reviews and metadata,
   ``items.jsonl``). The reader checks the header and the first ``HEAD_LINES`` lines eagerly,
   with line numbers. Problems further down surface only when the frame is collected: use
-  ``collect(frame, path)`` to get them as a ``DataError`` naming the file. A required value
-  missing further down becomes a null, which ``validate_interactions`` reports.
+  ``collect(frame, path)``, which then reruns the same check over the whole file so the
+  ``DataError`` names the line. A required value missing further down becomes a null;
+  ``locate(path)`` finds its line the same way.
 * Streamed (eager, in batches of ``batch_rows`` lines): gzip JSON files, Python-dict lines
   (``{'reviewerID': ...}``, parsed with ``ast.literal_eval``) and all Amazon 2014/2018
   metadata (its field shapes vary from line to line). Every line is checked when the reader
   is called, so every error names its line; the result is an in-memory frame made lazy.
 
-Line numbers count physical lines (CSV records with quoted newlines shift them). Row order
-is the file's order; duplicate rows are kept (preprocessing removes them).
+Line numbers count physical lines (CSV records with quoted newlines shift them). Line
+endings may be LF, CRLF or CR CR LF (a CRLF file converted twice); CR-only files (classic
+Mac) are refused with a one-line error. Row order is the file's order; duplicate rows are
+kept (preprocessing removes them).
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ from rankpref.errors import DataError
 
 HEAD_LINES = 1000
 """Lines checked eagerly (with line numbers) before a file is scanned lazily."""
+
+CSV_FIELD_LIMIT = 1 << 30
+"""Largest CSV field the header check accepts (Python's csv module stops at 131,072)."""
 
 BATCH_ROWS = 100_000
 """Lines parsed into one polars frame at a time when a file is streamed."""
@@ -109,11 +115,47 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def _head_lines(path: Path, count: int) -> list[tuple[int, str]]:
     """The first ``count`` lines (blank ones included), checked like ``_iter_lines``."""
+    return list(_lines(path, count))
+
+
+def _lines(path: Path, limit: int | None) -> Iterator[tuple[int, str]]:
+    """The first ``limit`` lines, or all of them for None, one at a time."""
     lines = _iter_lines(path)
     try:
-        return list(islice(lines, count))
+        yield from (lines if limit is None else islice(lines, limit))
     finally:
         lines.close()
+
+
+def _check_line_endings(path: Path) -> None:
+    """Refuse CR-only line endings, which polars reads as one endless line."""
+    try:
+        with gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb") as handle:
+            chunk = handle.read(1 << 16)
+    except (OSError, EOFError, zlib.error):
+        return  # _iter_lines names a damaged file better
+    if b"\r" in chunk and b"\n" not in chunk:
+        raise DataError("the lines end in CR only (classic Mac line endings); convert them to "
+                        "LF first, e.g. tr '\\r' '\\n' < in > out", path=path, line=1)
+
+
+# Full-file checks by path, run only when a lazy scan fails, to name the line at fault.
+_LOCATORS: dict[str, Callable[[], object]] = {}
+
+
+def _remember(path: Path, check: Callable[[], object]) -> None:
+    _LOCATORS[str(Path(path).resolve())] = check
+
+
+def locate(source: str | Path) -> None:
+    """Rerun the reader's line check over the whole of ``source``: raises a ``DataError``
+    naming the first bad line, or returns when none is found (or the file has no check)."""
+    try:
+        check = _LOCATORS.get(str(Path(source).resolve()))
+    except OSError:
+        return
+    if check is not None:
+        check()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -128,6 +170,7 @@ def collect(frame: pl.LazyFrame, source: str | Path) -> pl.DataFrame:
     except DataError:
         raise
     except (pl.exceptions.PolarsError, OSError) as exc:
+        locate(source)
         source_path = Path(source)
         if (isinstance(exc, OSError) and source_path.is_file()
                 and _starts_with(source_path, _GZIP_MAGIC)):
@@ -303,7 +346,19 @@ def _scannable_json(path: Path, row_fn: RowFn, what: str) -> bool:
         seen += 1
     if not seen:
         raise DataError(f"no {what} (the file is empty)", path=path)
+    _remember(path, lambda: _check_json_lines(path, row_fn))
     return True
+
+
+def _check_json_lines(path: Path, row_fn: RowFn) -> None:
+    for lineno, text in _lines(path, None):
+        if not text.strip():
+            continue
+        record, is_json = _parse_record(text, path, lineno)
+        if not is_json:
+            raise DataError("a Python dict line in a JSON-lines file (use one or the other)",
+                            path=path, line=lineno)
+        row_fn(record, path, lineno)
 
 
 def _clean_str(name: str) -> pl.Expr:
@@ -498,18 +553,22 @@ _RECBOLE_CATEGORIES = ("categories", "class", "genre", "genres")
 
 
 def _recbole_head(path: Path, what: str, numeric: tuple[str, ...] = (),
-                  required: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-    """Parse the typed header (``name:type`` columns) and check the first data lines.
+                  required: tuple[str, ...] = (),
+                  whole_file: bool = False) -> list[tuple[str, str]]:
+    """Parse the typed header (``name:type`` columns) and check the first lines (all of
+    them for ``whole_file``).
 
     Returns the ``(name, type)`` fields. Columns of type float, and those named in
     ``numeric``, must hold numbers; those named in ``required`` must be present in the
     header and not empty. A file without data rows has no ``what``.
     """
-    head = _head_lines(path, HEAD_LINES + 1)
-    if not head or not head[0][1].strip():
+    _check_line_endings(path)
+    lines = _lines(path, None if whole_file else HEAD_LINES + 1)
+    first = next(lines, None)
+    if first is None or not first[1].strip():
         raise DataError(f"no {what} (the file is empty)", path=path)
     fields: list[tuple[str, str]] = []
-    for column in head[0][1].split("\t"):
+    for column in first[1].split("\t"):
         name, _, kind = column.strip().partition(":")
         kind = kind or "token"
         if not name:
@@ -526,7 +585,7 @@ def _recbole_head(path: Path, what: str, numeric: tuple[str, ...] = (),
             raise DataError(f"missing column (the header has: {', '.join(names)})", path=path,
                             line=1, field=name)
     rows = 0
-    for lineno, text in head[1:]:
+    for lineno, text in lines:
         if not text.strip():
             continue
         values = text.split("\t")
@@ -554,6 +613,8 @@ def _recbole_head(path: Path, what: str, numeric: tuple[str, ...] = (),
         rows += 1
     if not rows:
         raise DataError(f"no {what} (the file has only a header)", path=path)
+    if not whole_file:
+        _remember(path, lambda: _recbole_head(path, what, numeric, required, True))
     return fields
 
 
@@ -640,6 +701,42 @@ def read_recbole_users(path: str | Path) -> pl.LazyFrame:
 # --------------------------------------------------------------------------- S3-Rec
 
 
+def _s3rec_head(path: Path, whole_file: bool = False) -> list[str]:
+    """Check the first lines (all of them for ``whole_file``); the header's names for the
+    TSV form, else the first line's tokens."""
+    _check_line_endings(path)
+    lines = ((lineno, text) for lineno, text in _lines(path, None if whole_file else HEAD_LINES + 1)
+             if text.strip())
+    first = next(lines, None)
+    if first is None:
+        raise DataError("no interactions (the file is empty)", path=path)
+    header_line, header_text = first
+    header = [name.strip() for name in header_text.split("\t")]
+    if "item_ids" not in header:
+        if "\t" in header_text:
+            raise DataError("tab-separated, but the header has no 'item_ids' column (expected "
+                            "'user_id<TAB>reviewer_id<TAB>item_ids', or space-separated "
+                            "'user item item ...' lines)", path=path, line=header_line)
+        return header
+    if "user_id" not in header:
+        raise DataError(f"missing column (the header has: {', '.join(header)})",
+                        path=path, line=header_line, field="user_id")
+    rows = 0
+    for lineno, text in lines:
+        values = text.split("\t")
+        if len(values) != len(header):
+            raise DataError(f"expected {len(header)} tab-separated fields, found "
+                            f"{len(values)}", path=path, line=lineno)
+        if not values[header.index("user_id")].strip():
+            raise DataError("empty value", path=path, line=lineno, field="user_id")
+        rows += 1
+    if not rows:
+        raise DataError("no interactions (the file has only a header)", path=path)
+    if not whole_file:
+        _remember(path, lambda: _s3rec_head(path, True))
+    return header
+
+
 def read_s3rec_sequences(path: str | Path) -> pl.LazyFrame:
     """S3-Rec sequences: ``user item item ...`` lines (space-separated), or a TSV with a
     ``user_id<TAB>reviewer_id<TAB>item_ids`` header (item_ids space-separated).
@@ -649,35 +746,14 @@ def read_s3rec_sequences(path: str | Path) -> pl.LazyFrame:
     no items gives no rows. Plain or gzip (polars decompresses gzip itself).
     """
     path = _existing_file(path)
-    head = [(lineno, text) for lineno, text in _head_lines(path, HEAD_LINES + 1)
-            if text.strip()]
-    if not head:
-        raise DataError("no interactions (the file is empty)", path=path)
-    header_line, header_text = head[0]
-    header = [name.strip() for name in header_text.split("\t")]
+    header = _s3rec_head(path)
     if "item_ids" in header:
-        if "user_id" not in header:
-            raise DataError(f"missing column (the header has: {', '.join(header)})",
-                            path=path, line=header_line, field="user_id")
-        for lineno, text in head[1:]:
-            values = text.split("\t")
-            if len(values) != len(header):
-                raise DataError(f"expected {len(header)} tab-separated fields, found "
-                                f"{len(values)}", path=path, line=lineno)
-            if not values[header.index("user_id")].strip():
-                raise DataError("empty value", path=path, line=lineno, field="user_id")
-        if len(head) == 1:
-            raise DataError("no interactions (the file has only a header)", path=path)
         frame = _scan(path, lambda: pl.scan_csv(path, separator="\t", quote_char=None,
                                                 infer_schema=False,
                                                 with_column_names=lambda _: header))
         frame = _not_blank_rows(frame).select(
             user_id=pl.col("user_id").str.strip_chars(),
             items=pl.col("item_ids").str.extract_all(r"\S+").fill_null(_EMPTY_LIST))
-    elif "\t" in header_text:
-        raise DataError("tab-separated, but the header has no 'item_ids' column (expected "
-                        "'user_id<TAB>reviewer_id<TAB>item_ids', or space-separated "
-                        "'user item item ...' lines)", path=path, line=header_line)
     else:
         tokens = pl.col("line").str.extract_all(r"\S+")
         frame = (_scan(path, lambda: pl.scan_lines(path, name="line"))
@@ -716,15 +792,30 @@ def _table_kind(path: Path, separator: str | None) -> str | None:
 
 
 def _check_csv_head(path: Path, separator: str, wanted: dict[str, str],
-                    required: tuple[str, ...], numeric: tuple[str, ...], what: str) -> list[str]:
-    """Check the header and the first data records; return the file's column names."""
-    lines = [text for _, text in _head_lines(path, HEAD_LINES + 1)]
-    reader = csv.reader(lines, delimiter=separator)
+                    required: tuple[str, ...], numeric: tuple[str, ...], what: str,
+                    whole_file: bool = False) -> list[str]:
+    """Check the header and the first lines (all of them for ``whole_file``); return the
+    file's column names, stripped of spaces (and of the CR a CR CR LF file leaves)."""
+    _check_line_endings(path)
+    previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+    lines = _lines(path, None if whole_file else HEAD_LINES + 1)
+    reader = csv.reader((text for _, text in lines), delimiter=separator)
+    try:
+        return _check_csv_records(path, reader, wanted, required, numeric, what, whole_file)
+    except csv.Error as exc:
+        raise DataError(f"not valid CSV: {exc}", path=path, line=reader.line_num) from None
+    finally:
+        csv.field_size_limit(previous_limit)
+
+
+def _check_csv_records(path: Path, reader, wanted: dict[str, str], required: tuple[str, ...],
+                       numeric: tuple[str, ...], what: str, whole_file: bool) -> list[str]:
     header = next(reader, None)
     while header is not None and not header:
         header = next(reader, None)
     if header is None:
         raise DataError(f"no {what} (the file is empty)", path=path)
+    header = [name.strip() for name in header]
     header_line = reader.line_num
     for name, column in wanted.items():
         if column not in header and (name in required or column != name):
@@ -754,6 +845,9 @@ def _check_csv_head(path: Path, separator: str, wanted: dict[str, str],
                                     line=reader.line_num, field=name) from None
     if not rows:
         raise DataError(f"no {what} (the file has only a header)", path=path)
+    if not whole_file:
+        _remember(path, lambda: _check_csv_head(path, reader.dialect.delimiter, wanted,
+                                                required, numeric, what, True))
     return header
 
 
@@ -801,10 +895,13 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None,
                 raise DataError(f"missing column '{column}' (the file has: "
                                 f"{', '.join(file_schema.names())})", path=path, field=name)
     else:
-        _check_csv_head(path, separator, wanted, required, numeric,
-                        "interactions" if kind == "interactions" else "items")
+        header = _check_csv_head(path, separator, wanted, required, numeric,
+                                 "interactions" if kind == "interactions" else "items")
         frame = _not_blank_rows(_scan(path, lambda: pl.scan_csv(
-            path, separator=separator, infer_schema=False)))
+            path, separator=separator, infer_schema=False,
+            with_column_names=lambda _: header)))
+        # a CR CR LF file ends every last field in CR
+        frame = frame.with_columns(pl.col(pl.String).str.strip_chars_end("\r"))
         file_schema = frame.collect_schema()
     exprs = []
     for name, column in wanted.items():

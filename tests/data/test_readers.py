@@ -427,16 +427,16 @@ def test_timestamp_not_a_number(tmp_path):
                       path, line=3, field="timestamp")
 
 
-def test_bad_value_after_checked_lines_surfaces_at_collect(tmp_path, monkeypatch):
+def test_bad_value_after_checked_lines_names_its_line_at_collect(tmp_path, monkeypatch):
     monkeypatch.setattr(readers, "HEAD_LINES", 1)
     path = write(tmp_path / "d.inter", "user_id:token\titem_id:token\ttimestamp:float\n"
                                        "1\t2\t3\n1\t2\tsoon\n")
     frame = read_recbole_interactions(path)  # only line 2 is checked eagerly
-    error = raises_data_error(lambda: collect(frame, path), path)
-    assert "timestamp" in str(error) and "soon" in str(error)
-    path = write(tmp_path / "r.jsonl", jsonl([REVIEWS_2023[0], {"user_id": "U"}]) + "oops\n")
-    raises_data_error(lambda: collect(read_amazon2023_reviews(path), path), path,
-                      text="could not read")
+    error = raises_data_error(lambda: collect(frame, path), path, line=3, field="timestamp")
+    assert "soon" in str(error)
+    path = write(tmp_path / "r.jsonl", jsonl([REVIEWS_2023[0], REVIEWS_2023[0]]) + "oops\n")
+    raises_data_error(lambda: collect(read_amazon2023_reviews(path), path), path, line=3,
+                      text="not a JSON object")
 
 
 @pytest.mark.parametrize("reader,name,content", [
