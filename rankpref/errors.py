@@ -38,3 +38,22 @@ class ConfigError(RankprefError):
 
 class UnknownIdError(RankprefError):
     """An item or user id that the model's vocabulary does not know."""
+
+
+class RunInterrupted(RankprefError):
+    """Training stopped by SIGINT (Ctrl-C) or SIGTERM. What finished epochs wrote is kept;
+    the CLI prints this as one line and exits with 128 + the signal number."""
+
+    def __init__(self, signum: int, epochs_done: int, checkpoint: str | Path | None):
+        import signal
+
+        self.signum = int(signum)
+        self.epochs_done = epochs_done
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
+        name = signal.Signals(self.signum).name
+        if self.checkpoint is not None:
+            then = (f"{self.checkpoint} holds epoch {epochs_done}; the same command resumes "
+                    f"from epoch {epochs_done + 1}")
+        else:
+            then = "no checkpoint was written (nothing to resume)"
+        super().__init__(f"{name} during epoch {epochs_done + 1}: training stopped; {then}")

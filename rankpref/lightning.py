@@ -12,6 +12,14 @@ per-epoch checkpoints and resume, quiet logs.
   epoch and a crash mid-write never leaves a truncated checkpoint under the final name.
 * :func:`prepare_run` decides whether a run folder resumes: same settings and a readable
   checkpoint resume; ``resume=False`` clears the old run state first.
+* :func:`training_run` wires these for a task config (``train``, ``eval.monitor``,
+  ``run_dir()``, ``identity()``): one place where every task's run folder, selection,
+  checkpoints and trainer are set up.
+* :func:`run_fit` is ``trainer.fit`` under :class:`StopOnSignal`: SIGINT (Ctrl-C) or SIGTERM
+  stops training at the end of the current batch and raises ``RunInterrupted``. Checkpoints
+  are written only at epoch ends, so the rerun resumes from the last finished epoch and
+  trains the interrupted one again (exactly as a run never stopped would have). A second
+  signal stops at once.
 """
 
 from __future__ import annotations
@@ -22,9 +30,12 @@ import math
 import os
 import random
 import shutil
+import signal
+import threading
 import time
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -33,7 +44,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from rankpref.config import TrainerConfig
-from rankpref.errors import ConfigError
+from rankpref.errors import ConfigError, RunInterrupted
 from rankpref.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -71,7 +82,7 @@ def make_trainer(trainer: TrainerConfig, *, max_epochs: int, callbacks: list,
     settings = dict(max_epochs=max_epochs, accelerator=trainer.accelerator,
                     devices=trainer.devices, strategy=trainer.strategy,
                     num_nodes=trainer.num_nodes, precision=trainer.precision,
-                    callbacks=callbacks, enable_progress_bar=progress,
+                    callbacks=[StopOnSignal(), *callbacks], enable_progress_bar=progress,
                     enable_model_summary=False, num_sanity_val_steps=0,
                     # our Checkpoint callbacks need it on; without them Lightning would add its own
                     enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
@@ -294,3 +305,107 @@ def prepare_run(run_dir: Path, settings: dict, resume: bool) -> Path | None:
     with atomic_path(saved) as tmp:
         tmp.write_text(json.dumps(current), encoding="utf-8")
     return None
+
+
+class StopOnSignal(Callback):
+    """Turns SIGINT and SIGTERM during :func:`run_fit` into a stop at the end of the current
+    batch (training or validation), raising ``RunInterrupted``. :func:`make_trainer` adds one
+    to every trainer."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # asked twice: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s: stopping at the end of this batch (again to stop now)",
+                    signal.Signals(signum).name)
+
+    def install(self) -> None:
+        self.signum = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _check(self, trainer) -> None:
+        if self.signum is not None:
+            raise interrupted(trainer, self.signum)
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        self._check(trainer)
+
+    def on_validation_batch_end(self, trainer, *args) -> None:
+        self._check(trainer)
+
+
+def interrupted(trainer: L.Trainer, signum: int) -> RunInterrupted:
+    """The error for a run stopped during ``trainer.current_epoch``, naming its checkpoint."""
+    checkpoint = next((c.folder / LAST for c in trainer.callbacks
+                       if isinstance(c, LastCheckpoint)), None)
+    if checkpoint is not None and not checkpoint.exists():
+        checkpoint = None
+    return RunInterrupted(signum, trainer.current_epoch, checkpoint)
+
+
+def run_fit(trainer: L.Trainer, module: L.LightningModule, **fit_args) -> None:
+    """``trainer.fit(module, **fit_args)``, stopped cleanly by SIGINT/SIGTERM (see
+    :class:`StopOnSignal`)."""
+    stop = next(c for c in trainer.callbacks if isinstance(c, StopOnSignal))
+    stop.install()
+    try:
+        trainer.fit(module, **fit_args)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # Lightning turns a KeyboardInterrupt into sys.exit(1) and its own SIGTERM handler
+        # (which calls ours too) into SIGTERMException, a SystemExit
+        if stop.signum is None and not isinstance(exc, KeyboardInterrupt):
+            if type(exc).__name__ != "SIGTERMException":
+                raise
+        raise interrupted(trainer, stop.signum or (
+            signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)) from None
+    finally:
+        stop.uninstall()
+
+
+@dataclass
+class TrainingRun:
+    """What :func:`training_run` set up: call :meth:`fit`, then read the keeper and timer."""
+
+    trainer: L.Trainer
+    keeper: BestKeeper
+    timer: EpochTimer
+    run_dir: Path | None
+    resume_from: Path | None
+
+    def fit(self, module: L.LightningModule, **fit_args) -> float:
+        """Train (resuming when the run folder holds a checkpoint); the seconds it took."""
+        started = time.perf_counter()
+        run_fit(self.trainer, module, weights_only=True,
+                ckpt_path=None if self.resume_from is None else str(self.resume_from),
+                **fit_args)
+        return time.perf_counter() - started
+
+
+def training_run(cfg, *, write: bool = True, callbacks: list | None = None,
+                 **trainer_options) -> TrainingRun:
+    """The run folder (resumed or started afresh), best-epoch keeper on ``valid/<monitor>``,
+    epoch timer, per-epoch checkpoint and trainer of a task config. ``write=False`` writes
+    nothing: the best weights are kept in memory and nothing is checkpointed."""
+    run_dir = cfg.run_dir() if write else None
+    resume_from = prepare_run(run_dir, cfg.identity(), cfg.train.resume) if write else None
+    keeper = BestKeeper(f"valid/{cfg.eval.monitor}", cfg.train.patience,
+                        run_dir / BEST if write else None)
+    timer = EpochTimer()
+    every = [timer, *(callbacks or []), keeper]
+    if write:
+        every.append(LastCheckpoint(run_dir / CHECKPOINTS))
+    trainer = make_trainer(cfg.train.trainer, max_epochs=cfg.train.epochs, callbacks=every,
+                           run_dir=run_dir, progress=cfg.train.progress, **trainer_options)
+    return TrainingRun(trainer, keeper, timer, run_dir, resume_from)

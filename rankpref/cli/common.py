@@ -9,7 +9,7 @@ from typing import Iterable
 
 import typer
 
-from rankpref.errors import RankprefError
+from rankpref.errors import RankprefError, RunInterrupted
 
 CONFIG_OPT = typer.Option(None, "--config", "-c", help="YAML config (validated; unknown keys "
                           "are errors)")
@@ -17,12 +17,16 @@ SET_OPT = typer.Option(None, "--set", help="override a setting: key.path=value (
 
 
 def friendly(fn):
-    """Turn rankpref's own errors into one line on stderr and exit status 2 (no traceback)."""
+    """Turn rankpref's own errors into one line on stderr and exit status 2 (no traceback);
+    an interrupted run exits with 128 + the signal number, as a shell would report it."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except RunInterrupted as exc:
+            typer.echo(f"interrupted: {exc}", err=True)
+            raise typer.Exit(128 + exc.signum)
         except RankprefError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)

@@ -91,7 +91,10 @@ def rationales_thought_space(
         backbone: Optional[str] = typer.Option(None, help="sentence-transformers model "
                                                "(default: bundled all-MiniLM-L6-v2)"),
         finetune_backbone: bool = typer.Option(False, help="also train the backbone")):
-    """Train the thought space: behaviour and rationale towers aligned by InfoNCE."""
+    """Train the thought space: behaviour and rationale towers aligned by InfoNCE.
+
+    Each epoch is checkpointed in ``<out>.run/``; the same command after a crash or Ctrl-C
+    resumes from the last finished epoch."""
     from rankpref.data.datasets import prepare as run_prepare
     from rankpref.models.thought_space import ThoughtSpaceConfig
     from rankpref.rationales.signal import rationale_signal
@@ -110,7 +113,8 @@ def rationales_thought_space(
     metrics = fit_thought_space(pairs, space_cfg, out, epochs=epochs, batch_size=batch_size,
                                 lr=lr, seed=seed, cache_dir=Path(cfg.data.cache_dir) / "embeddings",
                                 progress=cfg.train.progress, trainer=cfg.train.trainer,
-                                extra_metrics={"dataset": name, "rationales": signal.counts})
+                                extra_metrics={"dataset": name, "rationales": signal.counts},
+                                run_dir=out.with_name(out.name + ".run"))
     metrics.pop("history", None)
     typer.echo(json.dumps(metrics, indent=2))
     typer.echo(f"thought space: {out}")

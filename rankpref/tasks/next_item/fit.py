@@ -9,8 +9,7 @@ import torch
 
 from rankpref.data.datasets import PreparedDataset, prepare
 from rankpref.errors import ConfigError
-from rankpref.lightning import (BEST, CHECKPOINTS, BestKeeper, EpochTimer, LastCheckpoint,
-                                make_trainer, prepare_run)
+from rankpref.lightning import training_run
 from rankpref.registry import LOSSES
 from rankpref.settings import set_threads
 from rankpref.tasks import RunResult
@@ -52,22 +51,10 @@ def fit(cfg: NextItemConfig, data: PreparedDataset | None = None, callbacks: lis
     setup = SETUPS.get(cfg.model.name, plain_setup)(cfg, dataset, split, cold)
     model = setup.model
     module = NextItemModule(model, cfg, cold_items=torch.as_tensor(cold), **setup.module_inputs)
-    run_dir = cfg.run_dir() if write else None
-    resume_from = prepare_run(run_dir, cfg.identity(), cfg.train.resume) if write else None
-    keeper = BestKeeper(f"valid/{cfg.eval.monitor}", cfg.train.patience,
-                        run_dir / BEST if write else None)
-    timer = EpochTimer()
-    every = [timer, *(callbacks or []), keeper]
-    if write:
-        every.append(LastCheckpoint(run_dir / CHECKPOINTS))
-    trainer = make_trainer(cfg.train.trainer, max_epochs=cfg.train.epochs, callbacks=every,
-                           run_dir=run_dir, progress=cfg.train.progress,
-                           use_distributed_sampler=False)
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None,
-                weights_only=True)
-    train_seconds = time.perf_counter() - started
-    if not trainer.is_global_zero:
+    run = training_run(cfg, write=write, callbacks=callbacks, use_distributed_sampler=False)
+    train_seconds = run.fit(module, datamodule=dm)
+    run_dir, keeper, timer = run.run_dir, run.keeper, run.timer
+    if not run.trainer.is_global_zero:
         return RunResult("next_item", run_dir, None, {}, model)
     keeper.restore(model)
     model.cpu()

@@ -8,6 +8,7 @@ heads). Weights are selected on that held-out MRR.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +23,8 @@ from rankpref.config import TrainerConfig
 from rankpref.data.datasets import PreparedDataset
 from rankpref.data.splits import Split
 from rankpref.errors import RankprefError
-from rankpref.lightning import BestKeeper, make_trainer
+from rankpref.lightning import (BEST, CHECKPOINTS, BestKeeper, LastCheckpoint, make_trainer,
+                                prepare_run, run_fit)
 from rankpref.losses.contrastive import info_nce
 from rankpref.models.thought_space import ThoughtSpace, ThoughtSpaceConfig
 from rankpref.rationales.generate import ItemInfo
@@ -144,9 +146,13 @@ def fit_thought_space(pairs: Pairs, cfg: ThoughtSpaceConfig, out: str | Path, *,
                       epochs: int = 30, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
                       cache_dir: str | Path = ".cache/rankpref/embeddings",
                       progress: bool = True, extra_metrics: dict | None = None,
-                      trainer: TrainerConfig | None = None) -> dict:
+                      trainer: TrainerConfig | None = None,
+                      run_dir: str | Path | None = None) -> dict:
     """Train on 90% of the pairs, select on the other 10% (valid MRR), save to ``out``; return
-    metrics."""
+    metrics.
+
+    With ``run_dir``, every epoch is checkpointed there (as a next-item run's is), and a rerun
+    with the same pairs and settings resumes from the last finished epoch."""
     L.seed_everything(seed, verbose=False)
     encoder = TextEncoder(cfg.backbone, cache_dir=cache_dir, progress=progress)
     cfg.input_dim = encoder.dimension
@@ -177,11 +183,24 @@ def fit_thought_space(pairs: Pairs, cfg: ThoughtSpaceConfig, out: str | Path, *,
         module = ThoughtSpaceModule(space, bank, lr=lr)
         train_set = TensorDataset(b_all[train], r_all[train], ids)
         valid_set = TensorDataset(b_all[valid], r_all[valid])
-    keeper = BestKeeper("valid/mrr", patience=epochs)  # selection only, no early stop
-    fitter = make_trainer(trainer or TrainerConfig(), max_epochs=epochs, callbacks=[keeper],
-                          progress=progress)
-    fitter.fit(module, DataLoader(train_set, batch_size=batch_size, shuffle=True),
-               DataLoader(valid_set, batch_size=len(valid_set)))
+    resume_from = None
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        digest = hashlib.sha256("\0".join(pairs.behaviours + pairs.rationales).encode())
+        # epochs is left out: a finished run resumes to train more of them
+        resume_from = prepare_run(run_dir, {"thought_space": asdict(cfg),
+                                            "batch_size": batch_size, "lr": lr, "seed": seed,
+                                            "pairs": digest.hexdigest()}, resume=True)
+    # selection only, no early stop
+    keeper = BestKeeper("valid/mrr", patience=epochs,
+                        path=None if run_dir is None else run_dir / BEST)
+    callbacks = [keeper] + ([LastCheckpoint(run_dir / CHECKPOINTS)] if run_dir else [])
+    fitter = make_trainer(trainer or TrainerConfig(), max_epochs=epochs, callbacks=callbacks,
+                          run_dir=run_dir, progress=progress)
+    run_fit(fitter, module,
+            train_dataloaders=DataLoader(train_set, batch_size=batch_size, shuffle=True),
+            val_dataloaders=DataLoader(valid_set, batch_size=len(valid_set)),
+            ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
     keeper.restore(module.model)
     module.model.cpu().eval()
     best_epoch = keeper.best_epoch

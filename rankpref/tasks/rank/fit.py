@@ -5,14 +5,11 @@ artifact."""
 
 from __future__ import annotations
 
-import time
-
 import lightning as L
 import torch
 
 from rankpref.data import rated
-from rankpref.lightning import (BEST, CHECKPOINTS, BestKeeper, EpochTimer, LastCheckpoint,
-                                make_trainer, prepare_run)
+from rankpref.lightning import training_run
 from rankpref.settings import set_threads
 from rankpref.tasks import RunResult
 from rankpref.tasks.rank.artifact import build_scorer, save_artifact
@@ -47,22 +44,11 @@ def fit(cfg: RankConfig, data: rated.RatedPool | None = None, callbacks: list | 
     model = build_scorer(cfg, xs["train"].shape[1])
     module = RankModule(model, cfg)
     dm = ListDataModule(cfg, xs, pool)
-    run_dir = cfg.run_dir() if write else None
-    resume_from = prepare_run(run_dir, cfg.identity(), cfg.train.resume) if write else None
-    keeper = BestKeeper(f"valid/{cfg.eval.monitor}", cfg.train.patience,
-                        run_dir / BEST if write else None)
-    timer = EpochTimer()
-    every = [timer, *(callbacks or []), keeper]
-    if write:
-        every.append(LastCheckpoint(run_dir / CHECKPOINTS))
-    trainer = make_trainer(cfg.train.trainer, max_epochs=cfg.train.epochs, callbacks=every,
-                           run_dir=run_dir, progress=cfg.train.progress,
-                           reload_dataloaders_every_n_epochs=1)
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None,
-                weights_only=True)
-    seconds = time.perf_counter() - started
-    if not trainer.is_global_zero:
+    run = training_run(cfg, write=write, callbacks=callbacks,
+                       reload_dataloaders_every_n_epochs=1)
+    seconds = run.fit(module, datamodule=dm)
+    run_dir, keeper, timer = run.run_dir, run.keeper, run.timer
+    if not run.trainer.is_global_zero:
         return RunResult("rank", run_dir, None, {}, model)
     keeper.restore(model)
     model.cpu()

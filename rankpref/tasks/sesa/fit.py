@@ -4,13 +4,10 @@ ranking loss plus a concept BCE, keep the epoch with the best valid ``eval.monit
 
 from __future__ import annotations
 
-import time
-
 import lightning as L
 
 from rankpref.errors import ConfigError, DataError
-from rankpref.lightning import (BEST, CHECKPOINTS, BestKeeper, EpochTimer, LastCheckpoint,
-                                make_trainer, prepare_run)
+from rankpref.lightning import training_run
 from rankpref.models.sesa import SESA, SESAConfig
 from rankpref.settings import set_threads
 from rankpref.tasks import RunResult
@@ -52,21 +49,10 @@ def fit(cfg: SESARunConfig, data: TaskInputs | None = None, callbacks: list | No
     model = build_network(cfg, prep)
     module = SESAModule(model, prep, cfg)
     dm = QueryDataModule(cfg, prep)
-    run_dir = cfg.run_dir() if write else None
-    resume_from = prepare_run(run_dir, cfg.identity(), cfg.train.resume) if write else None
-    keeper = BestKeeper(f"valid/{cfg.eval.monitor}", cfg.train.patience,
-                        run_dir / BEST if write else None)
-    timer = EpochTimer()
-    every = [timer, *(callbacks or []), keeper]
-    if write:
-        every.append(LastCheckpoint(run_dir / CHECKPOINTS))
-    trainer = make_trainer(cfg.train.trainer, max_epochs=cfg.train.epochs, callbacks=every,
-                           run_dir=run_dir, progress=cfg.train.progress)
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None,
-                weights_only=True)
-    train_seconds = time.perf_counter() - started
-    if not trainer.is_global_zero:
+    run = training_run(cfg, write=write, callbacks=callbacks)
+    train_seconds = run.fit(module, datamodule=dm)
+    run_dir, keeper, timer = run.run_dir, run.keeper, run.timer
+    if not run.trainer.is_global_zero:
         return RunResult("sesa", run_dir, None, {}, model)
     keeper.restore(model)
     model.cpu().eval()

@@ -70,20 +70,34 @@ def _epochs_in(csv: Path) -> list[int]:
     return sorted({int(r["epoch"]) for r in rows if r.get("train/loss")})
 
 
-def test_resume_after_kill_mid_training_matches_an_uninterrupted_run(tmp_path):
-    """kill -9 a 10-epoch fit once its second epoch is checkpointed; the rerun resumes there,
-    trains only the epochs that were left, and ends with the same metrics as a run that was
-    never stopped (same seed: the checkpoint carries the random states)."""
-    import torch
+SETTINGS = ("train.epochs=10", "train.patience=50", "model.hidden=32")
 
-    cache = tmp_path / "cache"
-    settings = ("train.epochs=10", "train.patience=50", "model.hidden=32")
-    whole = subprocess.run(_fit_cmd(tmp_path / "whole", cache, *settings), capture_output=True,
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[Path, dict]:
+    """The metrics of a 10-epoch run that was never stopped, and its data cache."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    cache = root / "cache"
+    whole = subprocess.run(_fit_cmd(root / "whole", cache, *SETTINGS), capture_output=True,
                            text=True, timeout=600, env=_env())
     assert whole.returncode == 0, whole.stderr[-3000:]
+    return cache, json.loads((root / "whole" / "model" / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
+                         ids=["kill-9", "ctrl-c", "sigterm"])
+def test_resume_after_a_stop_mid_training_matches_an_uninterrupted_run(tmp_path, uninterrupted,
+                                                                        signum):
+    """Stop a 10-epoch fit once its second epoch is checkpointed (kill -9, Ctrl-C or SIGTERM);
+    the rerun resumes there, trains only the epochs that were left, and ends with the same
+    metrics as a run that was never stopped (same seed: the checkpoint carries the random
+    states). Ctrl-C and SIGTERM end with one line naming the checkpoint and 128 + signal."""
+    import torch
+
+    cache, reference = uninterrupted
     out = tmp_path / "run"
-    cmd = _fit_cmd(out, cache, *settings)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    cmd = _fit_cmd(out, cache, *SETTINGS)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env())
     last = out / "checkpoints" / "last.ckpt"
     deadline, done = time.time() + 300, -1
@@ -93,11 +107,20 @@ def test_resume_after_kill_mid_training_matches_an_uninterrupted_run(tmp_path):
             if done >= 1:  # epochs 0 and 1 are finished and saved
                 break
         time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed mid-training"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert proc.poll() is None, "the run ended before it could be stopped mid-training"
+    os.kill(proc.pid, signum)
+    _, stderr = proc.communicate(timeout=120)
     killed_at = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
     assert 1 <= killed_at < 9 and not (out / "model").exists()
+    if signum == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 128 + signum, stderr[-3000:]
+        assert "Traceback" not in stderr, stderr[-3000:]
+        name = signal.Signals(signum).name
+        assert (f"interrupted: {name} during epoch {killed_at + 2}: training stopped; "
+                f"{last} holds epoch {killed_at + 1}") in stderr, stderr[-3000:]
+    assert not list(out.rglob("*.tmp")), "a half-written file was left"
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
     log = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, log[-3000:]
@@ -105,7 +128,6 @@ def test_resume_after_kill_mid_training_matches_an_uninterrupted_run(tmp_path):
     second = max((out / "logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     assert _epochs_in(second / "metrics.csv") == list(range(killed_at + 1, 10))
     metrics = json.loads((out / "model" / "metrics.json").read_text())
-    reference = json.loads((tmp_path / "whole" / "model" / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == list(range(1, 11))
     assert metrics["best_epoch"] == reference["best_epoch"]
     for split in ("valid", "test"):

@@ -69,6 +69,29 @@ def test_fit_saves_selects_on_held_out_and_reloads(demo_space):
     assert saved["config"]["temperature"] == 0.05
 
 
+def test_a_checkpointed_run_resumes_to_the_weights_of_one_never_stopped(demo_space, tmp_path):
+    ds, split, _, _ = demo_space
+    pairs = thought_pairs(ds, split, template_table(ds, split))
+    small = Pairs(pairs.users[:200], pairs.behaviours[:200], pairs.rationales[:200])
+    cfg = dict(dim=16, hidden=32)
+    whole = fit_thought_space(small, ThoughtSpaceConfig(**cfg), tmp_path / "whole", epochs=4,
+                              progress=False, run_dir=tmp_path / "whole.run")
+    run = tmp_path / "space.run"
+    fit_thought_space(small, ThoughtSpaceConfig(**cfg), tmp_path / "a", epochs=2,
+                      progress=False, run_dir=run)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 1  # 0-based: epochs 0 and 1 are saved
+    resumed = fit_thought_space(small, ThoughtSpaceConfig(**cfg), tmp_path / "b", epochs=4,
+                                progress=False, run_dir=run)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
+    trained = (run / "logs" / "version_1" / "metrics.csv").read_text().splitlines()
+    header = trained[0].split(",")
+    epochs = {row.split(",")[header.index("epoch")] for row in trained[1:]}
+    assert epochs == {"2", "3"}, "the rerun should train only epochs 3 and 4 (0-based 2, 3)"
+    assert resumed["history"] == whole["history"]
+    assert resumed["valid_retrieval"] == whole["valid_retrieval"]
+
+
 def test_load_refuses_a_folder_that_is_not_a_thought_space(tmp_path):
     with pytest.raises(RankprefError, match="not a rankpref artifact"):
         load_thought_space(tmp_path)
