@@ -45,7 +45,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from rankpref.config import TrainerConfig
 from rankpref.errors import ConfigError, RunInterrupted
-from rankpref.io import atomic_path
+from rankpref.io import atomic_path, write_error
 
 log = logging.getLogger(__name__)
 
@@ -245,13 +245,20 @@ class LastCheckpoint(Checkpoint):
             _set_rng_state(state["rng"])
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".{LAST}.tmp"
-        trainer.save_checkpoint(str(tmp), weights_only=False)  # all ranks call it; rank 0 writes
-        if trainer.is_global_zero:
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.folder / LAST)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(str(tmp), weights_only=False)  # every rank calls it
+            if trainer.is_global_zero:  # rank 0 writes
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.folder / LAST)
+        except Exception as exc:
+            error = write_error(self.folder / LAST, exc)
+            if error is None:
+                raise
+            tmp.unlink(missing_ok=True)
+            raise error from None
 
 
 def readable_checkpoint(path: Path) -> bool:

@@ -10,6 +10,7 @@ from typing import Iterable
 import typer
 
 from rankpref.errors import RankprefError, RunInterrupted
+from rankpref.io import io_failure
 
 CONFIG_OPT = typer.Option(None, "--config", "-c", help="YAML config (validated; unknown keys "
                           "are errors)")
@@ -29,6 +30,11 @@ def friendly(fn):
             raise typer.Exit(128 + exc.signum)
         except RankprefError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+        except OSError as exc:  # a write the atomic writers did not cover (logs, exports)
+            if io_failure(exc) is None:
+                raise
+            typer.echo(f"error: {exc.filename or 'a file'}: {exc.strerror}", err=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)

@@ -181,12 +181,13 @@ def _numeric(df: pl.DataFrame, column: str, path) -> np.ndarray:
     elif not col.dtype.is_numeric():
         raise DataError(f"column is {col.dtype}, not numeric", path=path, field=column)
     values = col.cast(pl.Float64).to_numpy().astype(np.float64, copy=True)
-    missing = np.flatnonzero(np.isnan(values))
-    if missing.size:
-        lines = ", ".join(str(int(i) + 2) for i in missing[:5])
-        raise DataError(f"{missing.size} missing/NaN value(s) (lines {lines}"
-                        f"{', ...' if missing.size > 5 else ''})", path=path,
-                        line=int(missing[0]) + 2, field=column)
+    for bad, what in ((np.isnan(values), "missing/NaN"), (np.isinf(values), "infinite")):
+        rows = np.flatnonzero(bad)
+        if rows.size:
+            lines = ", ".join(str(int(i) + 2) for i in rows[:5])
+            raise DataError(f"{rows.size} {what} value(s) (lines {lines}"
+                            f"{', ...' if rows.size > 5 else ''})", path=path,
+                            line=int(rows[0]) + 2, field=column)
     return values
 
 

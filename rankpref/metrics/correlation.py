@@ -8,12 +8,43 @@
 * :func:`list_ndcg_at_k`  mean NDCG@k over padded ``[lists, list_size]`` arrays, ties
   broken against the model (least relevant first), the rule of :mod:`rankpref.metrics.ranking`.
 
-Correlations of a constant input are undefined and returned as NaN, as scipy does.
+One tie rule for all of them: values closer than ``TIE_RTOL`` times the largest magnitude
+(at least 1) are equal (:func:`snap_ties`), so the float32 noise between the predictions of
+two identical feature rows (~1e-8) is a tie, not an ordering. Otherwise they equal scipy's.
+Correlations of a constant input are undefined and returned as NaN, as scipy does; NaN or
+infinite values are refused (an infinite label would also equal the -inf padding).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+TIE_RTOL = 1e-6
+"""Values closer than this, relative to the largest magnitude (at least 1), are tied."""
+
+
+def snap_ties(x, rtol: float = TIE_RTOL) -> np.ndarray:
+    """``x`` with every run of sorted values that lie within ``rtol * max(1, max|x|)`` of the
+    run's first value replaced by that value (infinities are left as they are)."""
+    x = np.asarray(x, dtype=np.float64)
+    flat = x.ravel()
+    finite = np.isfinite(flat)
+    values = flat[finite]
+    if values.size < 2:
+        return x.copy()
+    tol = rtol * max(1.0, float(np.abs(values).max()))
+    order = np.argsort(values, kind="stable")
+    xs = values[order]
+    snapped = np.empty_like(xs)
+    start = xs[0]
+    for i, value in enumerate(xs):  # one pass; a run starts where a value leaves the window
+        if value - start > tol:
+            start = value
+        snapped[i] = start
+    out = flat.copy()
+    values[order] = snapped
+    out[finite] = values
+    return out.reshape(x.shape)
 
 
 def _pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
@@ -23,7 +54,9 @@ def _pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"pred and target differ in length: {pred.size} vs {target.size}")
     if np.isnan(pred).any() or np.isnan(target).any():
         raise ValueError("pred/target contain NaN")
-    return pred, target
+    if not (np.isfinite(pred).all() and np.isfinite(target).all()):
+        raise ValueError("pred/target contain an infinite value")
+    return snap_ties(pred), snap_ties(target)
 
 
 def _pair_sums(pred: np.ndarray, target: np.ndarray, margin: float | None, chunk: int):
@@ -90,8 +123,10 @@ def spearman(pred, target) -> float:
 def list_ndcg_at_k(scores, labels, k: int, padding_value: float = -1.0,
                    gain: str = "exp2") -> float:
     """Mean NDCG@k over lists (rows); positions whose label is ``padding_value`` are left out,
-    lists with a zero ideal DCG are skipped. Items of equal score are ordered least relevant
-    first. ``gain``: ``exp2`` (``2^y - 1``) or ``linear`` (``y``)."""
+    lists with a zero ideal DCG are skipped. Items of equal score (within the tie rule) are
+    ordered least relevant first. ``gain``: ``exp2`` (``2^y - 1``) or ``linear`` (``y``).
+    Gains must not be negative: labels below 0 are refused (shift the scale first, as
+    ``rankpref rank`` does)."""
     scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     labels = np.atleast_2d(np.asarray(labels, dtype=np.float64))
     if scores.shape != labels.shape:
@@ -99,6 +134,11 @@ def list_ndcg_at_k(scores, labels, k: int, padding_value: float = -1.0,
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     valid = labels != padding_value
+    if np.isnan(labels[valid]).any() or not np.isfinite(labels[valid]).all():
+        raise ValueError("labels contain NaN or an infinite value")
+    if (labels[valid] < 0).any():
+        raise ValueError(f"labels must be >= 0 for NDCG gains, got {labels[valid].min():g}")
+    scores = snap_ties(np.where(valid, scores, np.nan))
     if gain == "exp2":
         gains = np.where(valid, np.power(2.0, labels) - 1.0, 0.0)
     elif gain == "linear":

@@ -389,6 +389,8 @@ def run_server(artifact: str | Path, *, index_dir: str | Path | None = None,
     faiss.omp_set_num_threads(threads)
     service = load_service(artifact, index_dir)
     app = create_app(service, limits)
+    sock = listening_socket(host, port)  # bound first: "serving" is said only once it is true
+    port = sock.getsockname()[1]
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -398,4 +400,30 @@ def run_server(artifact: str | Path, *, index_dir: str | Path | None = None,
     typer.echo(f"serving {service.model_name} ({len(service.index):,} items, index "
                f"{service.index.factory}/{service.index.metric}) on http://{host}:{port} "
                f"(docs at /docs)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, workers=1))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def listening_socket(host: str, port: int):
+    """A socket bound to ``host:port`` (port 0: any free one), or a one-line RankprefError."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise RankprefError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise RankprefError(f"cannot listen on {host}:{port}: "
+                            f"{exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock

@@ -8,15 +8,15 @@ from scipy.stats import kendalltau, spearmanr
 from sklearn.metrics import ndcg_score
 
 from rankpref.metrics.correlation import (average_ranks, kendall_tau_b, list_ndcg_at_k,
-                                         ranking_accuracy, ranking_report, spearman)
+                                         ranking_accuracy, ranking_report, snap_ties,
+                                         spearman)
 
 
 def _data(seed, n=700, ties=True):
     rng = np.random.default_rng(seed)
-    target = np.round(rng.normal(3, 0.4, n), 1) if ties else rng.normal(size=n)
-    pred = target + rng.normal(0, 0.4, n)
-    if ties:
-        pred = np.round(pred, 1)  # ties on both sides
+    # values at least 1e-4 apart unless equal: the tie tolerance (1e-6) never merges them
+    target = np.round(rng.normal(3, 0.4, n), 1) if ties else np.round(rng.normal(size=n), 4)
+    pred = np.round(target + rng.normal(0, 0.4, n), 1 if ties else 4)
     return pred, target
 
 
@@ -26,6 +26,31 @@ def test_kendall_and_spearman_match_scipy(seed, ties):
     assert kendall_tau_b(pred, target, chunk=97) == pytest.approx(
         kendalltau(pred, target, variant="b").statistic, abs=1e-12)
     assert spearman(pred, target) == pytest.approx(spearmanr(pred, target).statistic, abs=1e-12)
+
+
+def test_float_noise_between_equal_predictions_is_a_tie():
+    """Two identical feature rows scored in different batches differ by ~2e-8 (float32): the
+    metrics must see the tie scipy would see on the exact values."""
+    target = np.array([1.0, 2.0, 2.0, 3.0, 4.0, 4.0])
+    exact = np.array([0.1, 0.3, 0.3, 0.2, 0.5, 0.5])
+    noisy = exact + np.array([0, 2e-8, -1e-8, 0, 3e-8, 0])
+    expected = kendalltau(exact, target, variant="b").statistic
+    assert kendall_tau_b(noisy, target) == pytest.approx(expected, abs=1e-12)
+    assert spearman(noisy, target) == pytest.approx(spearmanr(exact, target).statistic)
+    assert ranking_accuracy(noisy, target) == ranking_accuracy(exact, target)
+    # a tied pair inside a list is ordered least relevant first, noise or not
+    assert list_ndcg_at_k(noisy[None, :], target[None, :], 3) == pytest.approx(
+        list_ndcg_at_k(exact[None, :], target[None, :], 3))
+    assert snap_ties([1.0, 1.0 + 5e-7, 1.0 + 2e-6]).tolist() == [1.0, 1.0, 1.0 + 2e-6]
+
+
+def test_infinite_or_negative_labels_are_refused():
+    with pytest.raises(ValueError, match="infinite"):
+        kendall_tau_b([1.0, 2.0, 3.0], [1.0, np.inf, 2.0])
+    with pytest.raises(ValueError, match="infinite"):
+        list_ndcg_at_k([[1.0, 2.0]], [[np.inf, 1.0]], 2)
+    with pytest.raises(ValueError, match=">= 0"):
+        list_ndcg_at_k([[1.0, 2.0]], [[-0.5, 1.0]], 2)
 
 
 def test_average_ranks_match_scipy():

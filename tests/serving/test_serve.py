@@ -184,7 +184,9 @@ def test_explain_and_text_search_answer_501_for_sasrec(client, service):
     response = client.post("/recommend", json={"history": history, "explain": True})
     assert response.status_code == 501 and "cannot explain" in response.json()["detail"]
     response = client.post("/search", json={"query": "red nail polish"})
-    assert response.status_code == 501 and "sasrec" in response.json()["detail"]
+    detail = response.json()["detail"]
+    assert response.status_code == 501 and "sasrec" in detail and "free-text" in detail
+    assert "explanation" not in detail
     response = client.post("/search", json={"query": ""})
     assert response.status_code == 422
 
@@ -331,6 +333,30 @@ def test_real_server_binds_loopback_and_serves_concurrently(server, service):
     assert all(r.status_code == 200 for r in responses)
     assert [r.json() for r in responses] == sequential * 3
     assert server.startswith("http://127.0.0.1:")
+
+
+def test_real_server_holds_to_its_max_k(server, service):
+    """`rankpref serve --max-k 50` (the fixture): k=50 is answered, k=51 refused by name."""
+    history = service.rec.item_ids[:3]
+    with httpx.Client(base_url=server, timeout=30) as c:
+        assert c.get("/health").json()["limits"]["max_k"] == 50
+        ok = c.post("/recommend", json={"history": history, "k": 50})
+        assert ok.status_code == 200 and len(ok.json()["results"]) == 50
+        over = c.post("/recommend", json={"history": history, "k": 51})
+        assert over.status_code == 422 and "50" in over.text
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_never_says_serving(artifact):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "rankpref.cli", "serve", "--artifact",
+                               str(artifact), "--port", str(port)], capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2, proc.stderr
+    assert f"error: cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "serving" not in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_real_server_survives_dropped_clients(server, service):

@@ -57,8 +57,8 @@ class Explainer:
                  "same_item": same_item} for i, same_item in picked]
 
 
-def require_pulse(model) -> Pulse:
+def require_pulse(model, feature: str = "explanations") -> Pulse:
     if not isinstance(model, Pulse):
-        raise RankprefError("explanations need a PULSE artifact (model.name=pulse); this one "
+        raise RankprefError(f"{feature} need a PULSE artifact (model.name=pulse); this one "
                             f"is {type(model).__name__}")
     return model

@@ -64,7 +64,7 @@ class Recommender:
     @torch.no_grad()
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         """Free-text queries -> vectors in the item space (PULSE artifacts: its text tower)."""
-        model = require_pulse(self.model)
+        model = require_pulse(self.model, "free-text queries")
         if not model.cfg.use_text:
             raise RankprefError("this PULSE artifact has no text tower (model.use_text=false)")
         vectors = text_encoder(self.cfg, progress=False).encode(texts)

@@ -24,11 +24,13 @@ SPLIT_SEEDS = {"valid": 1, "test": 2}
 def split_metrics(pred: np.ndarray, labels: np.ndarray, cfg: RankEvalConfig,
                   seed: int = 0) -> dict:
     """Kendall tau-b, Spearman and ranking accuracy over the whole split; NDCG@k over seeded
-    lists of ``cfg.list_size`` drawn from it (every item about once)."""
+    lists of ``cfg.list_size`` drawn from it (every item about once). A scale that goes below
+    0 (valence -3..3) is shifted to start at 0 for NDCG's gains, which must not be negative."""
     out = ranking_report(pred, labels, margins=cfg.margins)
     lists, _ = rated.sample_lists(labels, min(cfg.list_size, labels.size), seed=seed)
     if lists.shape[0]:
-        scores, ys = rated.gather_lists(pred[:, None], labels, lists, LABEL_PAD)
+        relevance = labels - min(0.0, float(labels.min()))
+        scores, ys = rated.gather_lists(pred[:, None], relevance, lists, LABEL_PAD)
         for k in cfg.ndcg_k:
             out[f"ndcg@{k}"] = list_ndcg_at_k(scores[..., 0], ys, k, padding_value=LABEL_PAD)
     out["items"] = int(labels.size)
