@@ -31,6 +31,7 @@ import os
 import random
 import shutil
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -61,8 +62,30 @@ class _DropNoise(logging.Filter):
         return not str(record.getMessage()).startswith(_NOISE)
 
 
+class _CurrentStderr:
+    """A stream that is whatever ``sys.stderr`` is now. Lightning and transformers bind their
+    log handlers to the ``sys.stderr`` of the moment they are imported; inside a CLI test
+    runner that stream is closed soon after, and every later message is a logging error."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_STDERR = _CurrentStderr()
+_LIBRARY_LOGGERS = ("lightning", "lightning.fabric", "lightning.pytorch", "transformers",
+                    "huggingface_hub")
+
+
 def quiet_lightning() -> None:
-    """Hide Lightning's hardware banner and tips (resume and DDP messages stay visible)."""
+    """Hide Lightning's hardware banner and tips (resume and DDP messages stay visible);
+    library log handlers write to the current stderr."""
+    for name in _LIBRARY_LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            if type(handler) is logging.StreamHandler and handler.stream is not _STDERR:
+                handler.setStream(_STDERR)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropNoise) for f in logger.filters):

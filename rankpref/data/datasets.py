@@ -22,7 +22,7 @@ from pathlib import Path
 import polars as pl
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from rankpref.config import Strict
 from rankpref.data.preprocess import Vocabulary, preprocess
@@ -44,6 +44,18 @@ class DatasetConfig(Strict):
     min_item_interactions: int | None = Field(None, ge=0)
     dedupe: Literal["user_item", "exact", "none"] = "user_item"
     cache_dir: str = ".cache/rankpref"
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_are_schema_names(cls, columns):
+        from rankpref.data.schema import INTERACTION_SCHEMA, ITEM_SCHEMA
+
+        known = list(INTERACTION_SCHEMA) + [c for c in ITEM_SCHEMA if c not in INTERACTION_SCHEMA]
+        unknown = sorted(set(columns or {}) - set(known))
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not a schema column (map schema names to "
+                             f"the file's: {{rating: stars}}; schema names: {', '.join(known)})")
+        return columns
 
 
 

@@ -364,3 +364,33 @@ def test_fast_batch_ranks_match_the_masked_reference(mask_history, seed):
     fast = batch_ranks(scores, history, targets, mask_history=mask_history)
     slow = _reference_ranks(scores, history, targets, mask_history)
     assert torch.equal(fast, slow)
+
+
+def test_evaluate_model_follows_eval_mask_history():
+    """A model that scores the user's own history items highest: with eval.mask_history the
+    history is removed and the target can rank first; without, the history outranks it. So
+    the two settings must give different numbers, in that order (equality means the
+    setting did not reach the evaluation)."""
+    from rankpref.data.datasets import prepare
+    from rankpref.tasks.next_item import load_config
+    from rankpref.tasks.next_item.data import datamodule, training_split
+    from rankpref.tasks.next_item.evaluate import evaluate_model
+
+    results = {}
+    for mask in (True, False):
+        cfg = load_config(None, ["data.name=demo", f"eval.mask_history={str(mask).lower()}"])
+        dataset = prepare(cfg.data, quiet=True)
+        split, _ = training_split(dataset, cfg.data)
+        dm = datamodule(cfg, split, dataset.num_items)
+
+        class HistoryFirst(torch.nn.Module):
+            def score_all(self, inputs):
+                scores = torch.rand(inputs.shape[0], dataset.num_items + 1,
+                                    generator=torch.Generator().manual_seed(0))
+                scores.scatter_(1, inputs, 10.0)  # inputs: item indices, 0 = padding
+                return scores
+
+        results[mask] = evaluate_model(HistoryFirst(), dm, cfg, "test")
+    assert results[True]["examples"] == results[False]["examples"]
+    assert results[False]["ndcg@10"] < 0.5 * results[True]["ndcg@10"]
+    assert results[False]["recall@10"] < 0.5 * results[True]["recall@10"]
