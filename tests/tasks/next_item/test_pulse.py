@@ -409,3 +409,36 @@ def test_sqlite_cache_with_plain_and_scored_rows(demo, tmp_path):
     assert signal.counts["users_with_rationale"] == 150
     used = dict(zip(signal.table["user_id"].to_list(), signal.table["rationale"].to_list()))
     assert used[u] == "a refined chain of thoughts about this shopper"
+
+
+def test_the_why_loss_uses_pulse_temperature_and_never_contrasts_a_text_with_itself():
+    """Two users whose rationales are the same text share one row of the rationale vectors:
+    that row must not be a negative for the other user, and pulse.temperature must reach the
+    InfoNCE (both used to be settable without effect)."""
+    from types import SimpleNamespace
+
+    from rankpref.tasks.next_item.module import NextItemModule
+
+    class WhyOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cfg = SimpleNamespace(num_items=10)
+            self.why_head = torch.nn.Identity()
+
+    torch.manual_seed(0)
+    texts = torch.randn(3, 8)  # three distinct rationale texts
+    owner = torch.tensor([0, 0, 1, 2, -1])  # users 0 and 1 gave the same text; user 4 none
+    states = torch.randn(5, 4, 8)
+    owners = torch.tensor([0, 1, 2, 3, 4])
+    rows = torch.tensor([0, 0, 1, 2])
+    losses = {}
+    for temperature in (0.05, 0.5):
+        cfg = load_config(None, ["data.name=demo", f"pulse.temperature={temperature}"])
+        module = NextItemModule(WhyOnly(), cfg, rationale_vectors=texts, owner_rationale=owner)
+        losses[temperature] = module._why_loss(states, owners)
+        expected = info_nce(states[:4, -1], texts[rows], temperature=temperature,
+                            key_ids=rows)
+        assert torch.allclose(losses[temperature], expected)
+        with_false_negatives = info_nce(states[:4, -1], texts[rows], temperature=temperature)
+        assert not torch.allclose(losses[temperature], with_false_negatives)
+    assert not torch.allclose(losses[0.05], losses[0.5])

@@ -171,3 +171,32 @@ def test_a_folder_from_before_manifests_still_loads_and_scores_the_same(wine_run
     saved = json.loads((out / "model" / "metrics.json").read_text())
     assert json.loads((tmp_path / "m.json").read_text())["test"]["kendall_tau"] == \
         pytest.approx(saved["test"]["kendall_tau"], abs=1e-9)
+
+
+def test_the_margin_setting_reaches_the_training_loss():
+    """loss.margin must change what training minimises, not only what the config records:
+    pairs closer than W are left out, so W=1 and W=0 give different losses here."""
+    import torch
+
+    from rankpref.registry import LOSSES
+    from rankpref.tasks.rank.artifact import build_scorer
+    from rankpref.tasks.rank.data import LABEL_PAD
+    from rankpref.tasks.rank.module import RankModule, loss_kwargs
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 4)
+    y = torch.tensor([[5.0, 5.5, 6.0, 7.0, 3.0, 3.4], [1.0, 1.2, 4.0, 2.0, 2.5, 6.0]])
+    losses = {}
+    for margin in (0.0, 1.0):
+        cfg = load_config(None, ["data.name=wine-red-slice", "loss.name=ranklist",
+                                 f"loss.margin={margin}", "loss.pairs=nonlocal"])
+        torch.manual_seed(1)
+        module = RankModule(build_scorer(cfg, 4), cfg)
+        module.log = lambda *args, **kwargs: None  # no trainer here
+        module.eval()  # no dropout: the same scores twice
+        losses[margin] = module.training_step((x, y), 0)
+        scores = module.model(x)
+        settings = {**loss_kwargs(cfg.loss, 0, 6), "margin": margin}  # the curriculum etc.
+        direct = LOSSES.get("ranklist", "listwise")(scores, y, LABEL_PAD, **settings)
+        assert torch.allclose(losses[margin], direct)
+    assert not torch.allclose(losses[0.0], losses[1.0])
