@@ -8,7 +8,7 @@ DEMO_RUN := runs/demo-sasrec-ce
 DEMO_PULSE := runs/demo-pulse
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all bench mutate clean
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,5 +43,11 @@ test-all: install
 bench: install
 	$(BIN)/python benchmarks/sasrec.py
 
+# mutation testing of the pure core ([tool.mutmut] in pyproject.toml); resumes a stopped run
+mutate: install
+	$(PIP) --quiet "mutmut>=3.3"
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/python benchmarks/reliability.py --mutants
+
 clean:
-	rm -rf runs .cache .pytest_cache
+	rm -rf runs .cache .pytest_cache mutants

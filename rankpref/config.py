@@ -24,6 +24,9 @@ C = TypeVar("C", bound=BaseModel)
 MAX_YAML_ALIASES = 100
 """Aliases a config file may use; more is refused before anything expands (a YAML bomb)."""
 
+MAX_YAML_BYTES = 1 << 20
+"""Largest YAML text read (a config is a few KiB; a bigger file is not one)."""
+
 
 class Strict(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
@@ -137,7 +140,10 @@ class _CountingLoader(yaml.SafeLoader):
 
 
 def safe_load(text: str) -> Any:
-    """``yaml.safe_load`` that refuses alias bombs (no code runs, memory stays bounded)."""
+    """``yaml.safe_load`` that refuses alias bombs and texts over :data:`MAX_YAML_BYTES` (no
+    code runs, memory stays bounded)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise yaml.YAMLError(f"{len(text):,} characters, more than {MAX_YAML_BYTES:,}: refused")
     return yaml.load(text, Loader=_CountingLoader)  # noqa: S506 - a SafeLoader subclass
 
 
@@ -145,6 +151,9 @@ def read_yaml(path: str | Path) -> dict:
     """A YAML mapping from ``path``; every failure is one ConfigError naming the file."""
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes, more than "
+                              f"{MAX_YAML_BYTES:,}: not a config file")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None

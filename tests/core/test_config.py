@@ -64,6 +64,16 @@ def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
     assert read_yaml(few) == {"a": 3, "b": 3}
 
 
+def test_a_yaml_file_over_the_size_limit_is_refused_unread(tmp_path):
+    from rankpref.config import MAX_YAML_BYTES, safe_load
+
+    big = write(tmp_path / "big.yaml", "a: " + "x" * MAX_YAML_BYTES + "\n")
+    with pytest.raises(ConfigError, match="big.yaml: .* bytes, more than"):
+        read_yaml(big)
+    with pytest.raises(Exception, match="more than"):
+        safe_load("a: " + "x" * MAX_YAML_BYTES)
+
+
 def test_a_config_from_before_the_shared_layout_is_upgraded():
     old = {"model": {"name": "pulse", "hidden": 32, "loss": "bce", "num_negatives": 5},
            "pulse": {"use_ids": False, "why_weight": 0.2}}
