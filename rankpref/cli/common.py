@@ -43,6 +43,18 @@ def friendly(fn):
     return wrapper
 
 
+def check_output(output: Path | None, suffixes: tuple[str, ...] | None = None) -> None:
+    """Refuse an --output that cannot be written (a folder, another suffix than
+    ``suffixes``) before any work is done."""
+    if output is None:
+        return
+    kinds = " or ".join(suffixes or (".json",))
+    if output.is_dir():
+        raise RankprefError(f"--output {output}: is a folder; give a file path ({kinds})")
+    if suffixes is not None and output.suffix not in suffixes:
+        raise RankprefError(f"--output {output}: must end in {kinds}")
+
+
 def overrides(pairs: Iterable[tuple[str, object]], sets: list[str] | None) -> list[str]:
     """``--set`` arguments for the options a user gave (None = not given), then their own
     ``--set`` values, which win."""

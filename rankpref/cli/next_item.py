@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from rankpref.cli.common import (CONFIG_OPT, SET_OPT, friendly, overrides, print_metrics,
-                                 splits)
+from rankpref.cli.common import (CONFIG_OPT, SET_OPT, check_output, friendly, overrides,
+                                  print_metrics, splits)
 from rankpref.errors import RankprefError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
@@ -21,12 +21,6 @@ def config_from(config: Optional[Path], data: Optional[str], sets: Optional[List
     from rankpref.tasks import next_item
 
     return next_item.load_config(config, overrides([("data.name", data)], sets))
-
-
-def check_output(output: Optional[Path]) -> None:
-    """Refuse an --output that cannot be written before any work is done."""
-    if output is not None and output.is_dir():
-        raise RankprefError(f"--output {output}: is a folder; give a file path (.json)")
 
 
 @app.command()

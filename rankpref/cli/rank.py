@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 
 from rankpref.errors import RankprefError
-from rankpref.cli.common import CONFIG_OPT, SET_OPT, friendly, overrides, print_metrics, splits
+from rankpref.cli.common import (CONFIG_OPT, SET_OPT, check_output, friendly, overrides,
+                                  print_metrics, splits)
 
 rank_app = typer.Typer(no_args_is_help=True, help="Rank items by subjective ratings.")
 
@@ -82,8 +83,7 @@ def evaluate(artifact: Path = typer.Option(..., help="artifact or run folder"),
     from rankpref.tasks import rank
 
     chosen = splits(split)
-    if output is not None and output.is_dir():
-        raise RankprefError(f"--output {output}: is a folder; give a file path (.json)")
+    check_output(output)
     result = rank.evaluate_artifact(artifact, chosen, margins=list(margin) if margin else None)
     for name in chosen:
         _print_split(name, result[name])
@@ -104,8 +104,7 @@ def predict(artifact: Path = typer.Option(..., help="artifact or run folder"),
     from rankpref.io import atomic_path, write_json
     from rankpref.tasks import rank
 
-    if output is not None and output.suffix not in (".csv", ".json"):
-        raise RankprefError(f"{output}: --output must end in .csv or .json")
+    check_output(output, (".csv", ".json"))
     table = rank.predict_table(artifact, items, embeddings)
     if output is not None:
         if output.suffix == ".json":

@@ -139,3 +139,15 @@ def test_a_scale_below_zero_gives_ndcg_between_0_and_1(invoke, tmp_path):
     for split in ("valid", "test"):
         assert 0.0 < metrics[split]["ndcg@10"] <= 1.0, metrics[split]
         assert -1.0 <= metrics[split]["kendall_tau"] <= 1.0
+
+
+def test_rank_outputs_that_cannot_be_written_are_refused_first(invoke, tmp_path, refused):
+    pool = _pool(tmp_path, lambda y: y)
+    assert _rank_fit(invoke, pool, tmp_path / "run").exit_code == 0
+    refused(invoke("rank", "evaluate", "--artifact", tmp_path / "run", "--output", tmp_path),
+            "--output", "is a folder")
+    (tmp_path / "scores.json").mkdir()
+    refused(invoke("rank", "predict", "--artifact", tmp_path / "run", "--items", pool,
+                   "--output", tmp_path / "scores.json"), "scores.json", "is a folder")
+    refused(invoke("rank", "predict", "--artifact", tmp_path / "run", "--items", pool,
+                   "--output", tmp_path / "scores.txt"), "must end in .csv or .json")
