@@ -46,7 +46,7 @@ bench: install
 # mutation testing of the pure core ([tool.mutmut] in pyproject.toml); resumes a stopped run
 mutate: install
 	$(PIP) --quiet "mutmut>=3.3"
-	$(BIN)/mutmut run --max-children 2
+	OMP_NUM_THREADS=1 POLARS_MAX_THREADS=1 $(BIN)/mutmut run --max-children 2
 	$(BIN)/python benchmarks/reliability.py --mutants
 
 clean:

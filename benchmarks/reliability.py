@@ -62,8 +62,9 @@ def run_probes(workers: int) -> dict:
     counts = {o: sum(c["outcome"] == o for c in cases)
               for o in ("passed", "failure", "error", "skipped")}
     return {"probes": len(cases), **counts,
-            "each_probe_asserts": ["the exit code", "a message naming the file, line, field "
-                                   "or option", "no traceback", "nothing half-written left"],
+            "each_probe_asserts": ["the exit code (unit probes: the exception)", "a message "
+                                   "naming the file, line, field or option", "no traceback",
+                                   "nothing half-written left"],
             "cases": cases}
 
 

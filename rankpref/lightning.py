@@ -395,11 +395,11 @@ def run_fit(trainer: L.Trainer, module: L.LightningModule, **fit_args) -> None:
     except (KeyboardInterrupt, SystemExit) as exc:
         # Lightning turns a KeyboardInterrupt into sys.exit(1) and its own SIGTERM handler
         # (which calls ours too) into SIGTERMException, a SystemExit
-        if stop.signum is None and not isinstance(exc, KeyboardInterrupt):
-            if type(exc).__name__ != "SIGTERMException":
-                raise
-        raise interrupted(trainer, stop.signum or (
-            signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)) from None
+        sigterm = type(exc).__name__ == "SIGTERMException"
+        if stop.signum is None and not sigterm and not isinstance(exc, KeyboardInterrupt):
+            raise
+        signum = stop.signum or (signal.SIGTERM if sigterm else signal.SIGINT)
+        raise interrupted(trainer, signum) from None
     finally:
         stop.uninstall()
 

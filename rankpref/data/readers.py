@@ -705,8 +705,8 @@ def _s3rec_head(path: Path, whole_file: bool = False) -> list[str]:
     """Check the first lines (all of them for ``whole_file``); the header's names for the
     TSV form, else the first line's tokens."""
     _check_line_endings(path)
-    lines = ((lineno, text) for lineno, text in _lines(path, None if whole_file else HEAD_LINES + 1)
-             if text.strip())
+    every = _lines(path, None if whole_file else HEAD_LINES + 1)
+    lines = ((lineno, text) for lineno, text in every if text.strip())
     first = next(lines, None)
     if first is None:
         raise DataError("no interactions (the file is empty)", path=path)
