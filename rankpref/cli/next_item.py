@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import List, Optional
 
@@ -187,5 +188,7 @@ def recommend(artifact: Path = typer.Option(..., help="artifact or run folder"),
             typer.echo(f"       why (generated): {row['rationale']}")
         for near in row.get("because", []):
             tag = "same item" if near["same_item"] else "nearest"
-            typer.echo(f"       because ({tag}, sim {near['similarity']:.2f}, user "
-                       f"{near['user_id']}): {near['rationale'][:160]}")
+            head = (f"because ({tag}, sim {near['similarity']:.2f}, user {near['user_id']}): "
+                    f"{near['rationale']}")
+            typer.echo(textwrap.fill(head, width=100, initial_indent=" " * 7,
+                                     subsequent_indent=" " * 9))

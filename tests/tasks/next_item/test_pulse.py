@@ -347,6 +347,12 @@ def test_cli_fit_pulse_and_recommend_explain(pulse_run):
     rows = json.loads(result.stdout)
     assert len(rows) == 2 and len(rows[0]["because"]) == 2
     assert rows[0]["rationale"].startswith("The shopper chose")
+    printed = runner.invoke(app, ["recommend", "--artifact", str(artifact), "--items",
+                                  "S000000001,S000000002", "--k", "2", "--explain", "2"])
+    assert printed.exit_code == 0, printed.output
+    flat = " ".join(printed.stdout.split())
+    for near in rows[0]["because"]:  # printed whole (wrapped), never cut mid-word
+        assert " ".join(near["rationale"].split()) in flat
 
 
 def test_cli_fit_refuses_rationales_of_another_dataset(tmp_path):

@@ -200,3 +200,13 @@ def test_the_margin_setting_reaches_the_training_loss():
         direct = LOSSES.get("ranklist", "listwise")(scores, y, LABEL_PAD, **settings)
         assert torch.allclose(losses[margin], direct)
     assert not torch.allclose(losses[0.0], losses[1.0])
+
+
+def test_a_fit_without_progress_bars_prints_one_line_per_epoch(tmp_path):
+    res = _run("fit", "--data", "wine-red-slice", "--epochs", "2", "--out", str(tmp_path / "r"),
+               "--set", "train.progress=false", "--set", "train.patience=5")
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], res.output
+    assert all("train/loss" in line and "valid/kendall_tau" in line and line.endswith(" s)")
+               for line in lines)
