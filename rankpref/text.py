@@ -187,25 +187,42 @@ class TextEncoder:
 
     def _encode_uncached(self, texts: list[str]) -> np.ndarray:
         vectors = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                    normalize_embeddings=True,
-                                    show_progress_bar=self.progress and len(texts) > self.batch_size)
+                                    normalize_embeddings=True, show_progress_bar=False)
         return vectors.astype(np.float32)
 
-    def encode(self, texts: Iterable[str]) -> np.ndarray:
-        """[n, d] float32 unit vectors; cached texts are not re-encoded."""
+    def _chunks(self, count: int, what: str):
+        """``(start, stop)`` chunks of ``count`` texts, behind a bar saying what is encoded
+        (sentence-transformers' own bar says only "Batches")."""
+        chunk = max(self.batch_size * 16, 1)
+        bar = None
+        if self.progress and count > self.batch_size:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=count, unit="text", desc=f"encoding {what} ({self.model_id})")
+        for start in range(0, count, chunk):
+            stop = min(start + chunk, count)
+            yield start, stop
+            if bar is not None:
+                bar.update(stop - start)
+        if bar is not None:
+            bar.close()
+
+    def encode(self, texts: Iterable[str], what: str = "texts") -> np.ndarray:
+        """[n, d] float32 unit vectors; cached texts are not re-encoded. ``what`` labels the
+        progress bar ("item texts", "rationales")."""
         texts = [t if isinstance(t, str) else "" for t in texts]
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if self.cache is None:
-            return self._encode_uncached(texts)
+            return np.concatenate([self._encode_uncached(texts[a:b])
+                                   for a, b in self._chunks(len(texts), what)])
         keys = [text_key(t) for t in texts]
         missing, seen = [], set()
         for key, text in zip(keys, texts):
             if key not in self.cache and key not in seen:
                 seen.add(key)
                 missing.append((key, text))
-        chunk = max(self.batch_size * 16, 1)
-        for start in range(0, len(missing), chunk):  # persist as we go
-            part = missing[start:start + chunk]
+        for start, stop in self._chunks(len(missing), what):  # persist as we go
+            part = missing[start:stop]
             self.cache.add([k for k, _ in part], self._encode_uncached([t for _, t in part]))
         return self.cache.get(keys)

@@ -58,7 +58,7 @@ def refine(examples: list[UserExample], info: ItemInfo, backend, space, encoder,
     Returns one dict per user: user_id, chosen, rationale, score, candidates scored."""
     with torch.no_grad():  # every user's behaviour vector in one encoder call
         b_vecs = space.behaviour(torch.from_numpy(
-            encoder.encode([behaviours[ex.user_id] for ex in examples])))
+            encoder.encode([behaviours[ex.user_id] for ex in examples], "behaviours")))
     states = []
     for ex, b_vec in zip(examples, b_vecs):
         history = [info.item(ex.user_idx, i) for i in ex.history]
@@ -83,7 +83,8 @@ def refine(examples: list[UserExample], info: ItemInfo, backend, space, encoder,
             st = states[s_idx]
             texts = [" ".join(c) for c in chains]
             with torch.no_grad():
-                r_vecs = space.rationale(torch.from_numpy(encoder.encode(texts)))
+                r_vecs = space.rationale(
+                    torch.from_numpy(encoder.encode(texts, "candidate rationales")))
             scores = (r_vecs @ st["b"]).tolist()
             st["scored"] += len(chains)
             pool = st["beam"] + list(zip(chains, scores))

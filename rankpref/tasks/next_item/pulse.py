@@ -42,7 +42,7 @@ def item_text_vectors(dataset: PreparedDataset, encoder: TextEncoder) -> tuple[n
     present = [i for i in range(1, len(texts)) if texts[i].strip()]
     vectors = np.zeros((len(texts), encoder.dimension), dtype=np.float32)
     if present:
-        vectors[present] = encoder.encode([texts[i] for i in present])
+        vectors[present] = encoder.encode([texts[i] for i in present], "item texts")
     return vectors, dataset.num_items - len(present)
 
 
@@ -103,9 +103,10 @@ def setup_pulse(cfg: NextItemConfig, dataset: PreparedDataset, split: Split,
             r_encoder = TextEncoder(space.cfg.backbone, progress=cfg.train.progress,
                                     cache_dir=Path(cfg.data.cache_dir) / "embeddings")
             with torch.no_grad():
-                why_vectors = space.rationale(torch.from_numpy(r_encoder.encode(signal.texts)))
+                why_vectors = space.rationale(
+                    torch.from_numpy(r_encoder.encode(signal.texts, "rationales")))
         else:
-            why_vectors = torch.from_numpy(encoder.encode(signal.texts))
+            why_vectors = torch.from_numpy(encoder.encode(signal.texts, "rationales"))
         info["rationales"] = signal.counts
     elif p.why_weight > 0:
         info["rationales"] = {"source": "none"}

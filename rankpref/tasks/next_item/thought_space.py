@@ -156,8 +156,8 @@ def fit_thought_space(pairs: Pairs, cfg: ThoughtSpaceConfig, out: str | Path, *,
     L.seed_everything(seed, verbose=False)
     encoder = TextEncoder(cfg.backbone, cache_dir=cache_dir, progress=progress)
     cfg.input_dim = encoder.dimension
-    b_all = torch.from_numpy(encoder.encode(pairs.behaviours))
-    r_all = torch.from_numpy(encoder.encode(pairs.rationales))
+    b_all = torch.from_numpy(encoder.encode(pairs.behaviours, "behaviours"))
+    r_all = torch.from_numpy(encoder.encode(pairs.rationales, "rationales"))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(pairs.users))
     n_valid = max(10, len(order) // 10)
