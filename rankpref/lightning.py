@@ -1,5 +1,5 @@
 """The Lightning machinery every task trains with: one trainer factory, one best-epoch rule,
-per-epoch checkpoints and resume, quiet logs.
+per-epoch checkpoints and resume, clean stops (what a run prints is in ``run_logs``).
 
 * :func:`make_trainer` builds the ``lightning.Trainer`` from a task's ``train.trainer`` section
   (accelerator, devices, strategy, nodes, precision), so every task can use a GPU or DDP.
@@ -31,10 +31,8 @@ import os
 import random
 import shutil
 import signal
-import sys
 import threading
 import time
-import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,52 +45,17 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from rankpref.config import TrainerConfig
 from rankpref.errors import ConfigError, RunInterrupted
 from rankpref.io import atomic_path, write_error
+from rankpref.run_logs import EpochLine, EpochTimer, as_float, quiet_lightning
+
+__all__ = ["BestKeeper", "EpochTimer", "LastCheckpoint", "make_trainer", "prepare_run",
+           "quiet_lightning", "run_fit", "training_run"]
 
 log = logging.getLogger(__name__)
 
-_NOISE = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:")
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 BEST = "best.safetensors"
 RUN_SETTINGS = "run_config.json"
-
-
-class _DropNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith(_NOISE)
-
-
-class _CurrentStderr:
-    """A stream that is whatever ``sys.stderr`` is now. Lightning and transformers bind their
-    log handlers to the ``sys.stderr`` of the moment they are imported; inside a CLI test
-    runner that stream is closed soon after, and every later message is a logging error."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-_STDERR = _CurrentStderr()
-_LIBRARY_LOGGERS = ("lightning", "lightning.fabric", "lightning.pytorch", "transformers",
-                    "huggingface_hub")
-
-
-def quiet_lightning() -> None:
-    """Hide Lightning's hardware banner and tips (resume and DDP messages stay visible);
-    library log handlers write to the current stderr."""
-    for name in _LIBRARY_LOGGERS:
-        for handler in logging.getLogger(name).handlers:
-            if type(handler) is logging.StreamHandler and handler.stream is not _STDERR:
-                handler.setStream(_STDERR)
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropNoise) for f in logger.filters):
-            logger.addFilter(_DropNoise())
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 def make_trainer(trainer: TrainerConfig, *, max_epochs: int, callbacks: list,
@@ -102,10 +65,12 @@ def make_trainer(trainer: TrainerConfig, *, max_epochs: int, callbacks: list,
     from lightning.pytorch.loggers import CSVLogger
 
     quiet_lightning()
+    monitor = next((c.monitor for c in callbacks if isinstance(c, BestKeeper)), None)
     settings = dict(max_epochs=max_epochs, accelerator=trainer.accelerator,
                     devices=trainer.devices, strategy=trainer.strategy,
                     num_nodes=trainer.num_nodes, precision=trainer.precision,
-                    callbacks=[StopOnSignal(), *([] if progress else [EpochLine()]), *callbacks],
+                    callbacks=[StopOnSignal(), *([] if progress else [EpochLine(monitor)]),
+                               *callbacks],
                     enable_progress_bar=progress,
                     enable_model_summary=False, num_sanity_val_steps=0,
                     # our Checkpoint callbacks need it on; without them Lightning would add its own
@@ -121,13 +86,6 @@ def make_trainer(trainer: TrainerConfig, *, max_epochs: int, callbacks: list,
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"train.trainer: {first}") from None
         raise
-
-
-def _float(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 class BestKeeper(Checkpoint):
@@ -149,7 +107,7 @@ class BestKeeper(Checkpoint):
         self.state: dict | None = None  # in-memory best weights when there is no path
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        metrics = {k: _float(v) for k, v in trainer.callback_metrics.items()}
+        metrics = {k: as_float(v) for k, v in trainer.callback_metrics.items()}
         value = metrics.get(self.monitor, float("nan"))
         epoch = trainer.current_epoch
         row = {"epoch": epoch + 1, **{k: v for k, v in sorted(metrics.items())
@@ -202,54 +160,6 @@ class BestKeeper(Checkpoint):
         self.best, self.best_epoch = state["best"], state["best_epoch"]
         self.wait = state.get("wait", 0)
         self.history = state.get("history", [])
-
-
-class EpochTimer(Callback):
-    """Wall-clock seconds of each training epoch (validation excluded)."""
-
-    def __init__(self):
-        self.seconds: list[float] = []
-        self._start = 0.0
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        self._start = time.perf_counter()
-
-    def on_validation_start(self, trainer, pl_module):
-        if not trainer.sanity_checking and self._start:
-            self.seconds.append(time.perf_counter() - self._start)
-            self._start = 0.0
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        if self._start:  # no validation this epoch
-            self.seconds.append(time.perf_counter() - self._start)
-            self._start = 0.0
-
-    def mean(self) -> float | None:
-        return sum(self.seconds) / len(self.seconds) if self.seconds else None
-
-
-class EpochLine(Callback):
-    """With the progress bars off, one line per epoch on stderr, so a long quiet run still
-    shows it is alive: ``epoch 3/10: train/loss 6.1234, valid/ndcg@10 0.1021 (41.2 s)`` (the
-    training losses and the metric that selects the epoch)."""
-
-    def __init__(self):
-        self._start = 0.0
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        if not trainer.is_global_zero:
-            return
-        monitor = next((c.monitor for c in trainer.callbacks if isinstance(c, BestKeeper)), "")
-        values = {k: _float(v) for k, v in trainer.callback_metrics.items()
-                  if k.startswith("train/") or k == monitor}
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items()) if not math.isnan(v))
-        seconds = time.perf_counter() - self._start
-        sys.stderr.write(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: "
-                         f"{shown or 'no metrics'} ({seconds:.1f} s)\n")
-        sys.stderr.flush()
 
 
 def _rng_state() -> dict:
