@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import signal
 
 import lightning as L
 import pytest
@@ -136,3 +137,31 @@ def test_impossible_trainer_settings_are_config_errors():
     with pytest.raises(ConfigError, match="train.trainer"):
         make_trainer(TrainerConfig(accelerator="tpu-that-does-not-exist"), max_epochs=1,
                      callbacks=[])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_stops_at_the_next_batch_and_names_the_last_saved_epoch(tmp_path, signum):
+    """In-process and fast; the subprocess test in tests/tasks/next_item (kill -9 in the
+    default suite, Ctrl-C and SIGTERM among the slow tests) checks the resumed metrics."""
+    from rankpref.errors import RunInterrupted
+    from rankpref.lightning import run_fit
+
+    class SignalInEpoch3(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.current_epoch == 2 and batch_idx == 0:
+                signal.raise_signal(signum)
+
+    module = Scripted([0.1, 0.2, 0.3, 0.4, 0.5])
+    trainer = make_trainer(TrainerConfig(accelerator="cpu"), max_epochs=5,
+                           callbacks=[SignalInEpoch3(), BestKeeper("valid/score", 10),
+                                      LastCheckpoint(tmp_path / "ck")])
+    before = signal.getsignal(signum)
+    with pytest.raises(RunInterrupted) as info:
+        run_fit(trainer, module, train_dataloaders=_loader(), val_dataloaders=_loader())
+    error = info.value
+    assert error.signum == signum and error.epochs_done == 2
+    assert error.checkpoint == str(tmp_path / "ck" / LAST)
+    assert torch.load(tmp_path / "ck" / LAST, weights_only=True)["epoch"] == 1  # epochs 1, 2
+    assert sorted(set(module.seen_epochs)) == [0, 1], "the interrupted epoch must not validate"
+    assert f"{signal.Signals(signum).name} during epoch 3" in str(error)
+    assert signal.getsignal(signum) == before, "the previous handler is restored"

@@ -84,8 +84,12 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, dict]:
     return cache, json.loads((root / "whole" / "model" / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
-                         ids=["kill-9", "ctrl-c", "sigterm"])
+# kill -9 runs in `make test`; Ctrl-C and SIGTERM (each a minute more) with `make test-all`, and
+# in-process, fast, in tests/core/test_lightning.py
+@pytest.mark.parametrize("signum", [
+    pytest.param(signal.SIGKILL, id="kill-9"),
+    pytest.param(signal.SIGINT, id="ctrl-c", marks=pytest.mark.slow),
+    pytest.param(signal.SIGTERM, id="sigterm", marks=pytest.mark.slow)])
 def test_resume_after_a_stop_mid_training_matches_an_uninterrupted_run(tmp_path, uninterrupted,
                                                                         signum):
     """Stop a 10-epoch fit once its second epoch is checkpointed (kill -9, Ctrl-C or SIGTERM);
