@@ -113,11 +113,6 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise DataError(f"cannot read the file: {exc}", path=path) from None
 
 
-def _head_lines(path: Path, count: int) -> list[tuple[int, str]]:
-    """The first ``count`` lines (blank ones included), checked like ``_iter_lines``."""
-    return list(_lines(path, count))
-
-
 def _lines(path: Path, limit: int | None) -> Iterator[tuple[int, str]]:
     """The first ``limit`` lines, or all of them for None, one at a time."""
     lines = _iter_lines(path)
@@ -125,6 +120,11 @@ def _lines(path: Path, limit: int | None) -> Iterator[tuple[int, str]]:
         yield from (lines if limit is None else islice(lines, limit))
     finally:
         lines.close()
+
+
+def _checked_lines(path: Path, whole_file: bool) -> Iterator[tuple[int, str]]:
+    """The lines a header check reads: the header and ``HEAD_LINES`` more, or all."""
+    return _lines(path, None if whole_file else HEAD_LINES + 1)
 
 
 def _check_line_endings(path: Path) -> None:
@@ -336,7 +336,7 @@ def _scannable_json(path: Path, row_fn: RowFn, what: str) -> bool:
     if _is_gzip(path):
         return False
     seen = 0
-    for lineno, text in _head_lines(path, HEAD_LINES):
+    for lineno, text in _lines(path, HEAD_LINES):
         if not text.strip():
             continue
         record, is_json = _parse_record(text, path, lineno)
@@ -563,7 +563,7 @@ def _recbole_head(path: Path, what: str, numeric: tuple[str, ...] = (),
     header and not empty. A file without data rows has no ``what``.
     """
     _check_line_endings(path)
-    lines = _lines(path, None if whole_file else HEAD_LINES + 1)
+    lines = _checked_lines(path, whole_file)
     first = next(lines, None)
     if first is None or not first[1].strip():
         raise DataError(f"no {what} (the file is empty)", path=path)
@@ -705,7 +705,7 @@ def _s3rec_head(path: Path, whole_file: bool = False) -> list[str]:
     """Check the first lines (all of them for ``whole_file``); the header's names for the
     TSV form, else the first line's tokens."""
     _check_line_endings(path)
-    every = _lines(path, None if whole_file else HEAD_LINES + 1)
+    every = _checked_lines(path, whole_file)
     lines = ((lineno, text) for lineno, text in every if text.strip())
     first = next(lines, None)
     if first is None:
@@ -798,7 +798,7 @@ def _check_csv_head(path: Path, separator: str, wanted: dict[str, str],
     file's column names, stripped of spaces (and of the CR a CR CR LF file leaves)."""
     _check_line_endings(path)
     previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
-    lines = _lines(path, None if whole_file else HEAD_LINES + 1)
+    lines = _checked_lines(path, whole_file)
     reader = csv.reader((text for _, text in lines), delimiter=separator)
     try:
         return _check_csv_records(path, reader, wanted, required, numeric, what, whole_file)
