@@ -8,7 +8,7 @@ DEMO_RUN := runs/demo-sasrec-ce
 DEMO_PULSE := runs/demo-pulse
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-all bench mutate clean
+.PHONY: install demo test test-all bench mutate screenshot clean
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ mutate: install
 	$(PIP) --quiet "mutmut>=3.3"
 	OMP_NUM_THREADS=1 POLARS_MAX_THREADS=1 $(BIN)/mutmut run --max-children 2
 	$(BIN)/python benchmarks/reliability.py --mutants
+
+# the README's pictures of the page at / : the browser test, saving its screenshots
+screenshot: install
+	RANKPREF_SCREENSHOT_DIR=docs/img $(BIN)/python -m pytest -p no:randomly -q tests/serving/test_page.py
 
 clean:
 	rm -rf runs .cache .pytest_cache mutants

@@ -400,6 +400,8 @@ class ItemIndex:
 
 
 def model_name(rec) -> str:
+    if getattr(rec, "served_name", None):
+        return rec.served_name
     model_cfg = getattr(getattr(rec, "cfg", None), "model", None)
     return getattr(model_cfg, "name", None) or type(rec).__name__
 

@@ -1,33 +1,34 @@
-"""HTTP server for nearest items and recommendations (FastAPI app factory + uvicorn runner).
+"""HTTP server for nearest items, recommendations and free-text search (FastAPI app factory
++ uvicorn runner), with a page to try them at ``/``.
 
     rankpref serve --artifact runs/beauty/model [--index runs/beauty/index] [--port 8000]
 
-The model and the item index are loaded once, before the socket opens (``load_service``);
-requests share them under one lock, so concurrent requests are safe and a bad artifact or
-index is refused at start-up, never mid-request.
+The model and the item index are loaded once, before the socket opens
+(:func:`~rankpref.serving.service.load_service`); requests share them under one lock, so
+concurrent requests are safe and a bad artifact or index is refused at start-up, never
+mid-request. Next-item and SESA artifacts can be served.
 
-Endpoints: ``GET /health``, ``GET /items/{id}``, ``GET /items/{id}/similar?k=``,
-``POST /recommend`` (history of item ids -> user vector -> index search, seen items excluded),
-``POST /search`` (free text, when the model has a text tower) and the OpenAPI docs at
-``/docs`` and ``/openapi.json``. Unknown ids answer 404, invalid bodies 422 with one readable
-line per problem, bodies over the limit 413, features the model lacks 501.
-
-Optional hooks on the recommender object: ``explain(history: list[int], item_idx: int,
-k: int) -> list[dict]`` and ``encode_queries(texts: list[str]) -> np.ndarray`` (query vectors
-in item space). fastapi and uvicorn are imported only here (the ``serve`` extra).
+Endpoints: ``GET /`` (the page), ``GET /health``, ``GET /items/{id}``,
+``GET /items/{id}/similar?k=``, ``GET /users/{id}`` (a known user's history),
+``POST /recommend`` (history of item ids -> user vector -> index search, seen items excluded;
+``explain`` adds PULSE's nearest training rationales), ``POST /search`` (free text, when the
+model has a text tower; ``explain`` adds SESA's concept contributions) and the OpenAPI docs
+at ``/docs`` and ``/openapi.json``. Unknown ids answer 404, invalid bodies 422 with one
+readable line per problem, bodies over the limit 413, features the model lacks 501.
+fastapi and uvicorn are imported only here (the ``serve`` extra).
 """
 
 
 import ipaddress
-import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from rankpref.errors import RankprefError, UnknownIdError
-from rankpref.serving.index import ItemIndex, model_name, vectors_checksum
+from rankpref.serving.service import Service, load_service, make_service
+
+__all__ = ["Limits", "Service", "create_app", "load_service", "make_service", "run_server"]
 
 class Limits(BaseModel):
     """Request limits (validated; unknown keys are errors)."""
@@ -39,113 +40,6 @@ class Limits(BaseModel):
     max_body_bytes: int = Field(65536, ge=256, description="largest request body in bytes")
     max_query_chars: int = Field(1000, ge=1, description="longest free-text query")
     explain_k: int = Field(3, ge=1, le=50, description="reasons asked of the explain hook")
-
-
-@dataclass
-class Service:
-    """A loaded model and its item index; requests hold ``lock`` while they use them."""
-
-    rec: object
-    index: ItemIndex
-    model_name: str
-    item_info: dict[str, dict]
-    item_idx: dict[str, int] = field(default_factory=dict)  # id -> the model's item index
-    explain_missing: str | None = None  # why explain is unavailable (None: available)
-    text_missing: str | None = None  # why free-text search is unavailable
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def can_explain(self) -> bool:
-        return self.explain_missing is None
-
-    @property
-    def can_search_text(self) -> bool:
-        return self.text_missing is None
-
-    def info(self, item_id: str) -> dict:
-        return self.item_info.get(item_id, {})
-
-    def indices(self, item_ids: list[str]) -> list[int]:
-        """The model's item indices (looked up in a map built once at start-up)."""
-        try:
-            return [self.item_idx[i] for i in item_ids]
-        except KeyError:
-            unknown = list(dict.fromkeys(i for i in item_ids if i not in self.item_idx))
-            shown = ", ".join(repr(u) for u in unknown[:10])
-            more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
-            raise UnknownIdError(f"unknown item id(s): {shown}{more}; the model knows "
-                                 f"{len(self.item_idx):,} items") from None
-
-
-def _item_info(rec) -> dict[str, dict]:
-    items = getattr(rec, "items", None)
-    if items is None or "item_id" not in getattr(items, "columns", []):
-        return {}
-    cols = [c for c in ("title", "brand", "categories") if c in items.columns]
-    out = {}
-    for row in items.select(["item_id", *cols]).iter_rows(named=True):
-        out[str(row.pop("item_id"))] = row
-    return out
-
-
-def make_service(rec, index: ItemIndex | None = None) -> Service:
-    """Pair a recommender with an index (an exact one from its item vectors when None)."""
-    if index is None:
-        index = ItemIndex.from_recommender(rec)
-    else:
-        if index.ids != list(rec.item_ids):
-            raise RankprefError(f"the index holds {len(index):,} items that are not the model's "
-                                f"{len(rec.item_ids):,} items in the same order; rebuild it "
-                                "with `rankpref index build --artifact ...`")
-        vectors = rec.item_vectors()
-        if vectors.shape[1] != index.dim:
-            raise RankprefError(f"the index has dimension {index.dim}, the model {vectors.shape[1]}")
-        want = index.metadata.get("source_checksum")
-        if want is not None and want != vectors_checksum(vectors):
-            raise RankprefError("the index was built from other item vectors than this model's "
-                                "(source checksum differs); rebuild it from this artifact")
-    name = model_name(rec)
-    explain_missing, text_missing = _probe_hooks(rec, name)
-    ids = list(rec.item_ids)
-    return Service(rec=rec, index=index, model_name=name, item_info=_item_info(rec),
-                   item_idx=dict(zip(ids, rec.item_indices(ids))),
-                   explain_missing=explain_missing, text_missing=text_missing)
-
-
-def _probe_hooks(rec, name: str) -> tuple[str | None, str | None]:
-    """Call the optional hooks once at start-up: a missing hook, or one that refuses with a
-    RankprefError (e.g. a SASRec artifact), makes that feature answer 501."""
-    explain = getattr(rec, "explain", None)
-    encode = getattr(rec, "encode_queries", None)
-    explain_missing = text_missing = None
-    if not callable(explain):
-        explain_missing = f"model {name!r} cannot explain its recommendations (no explain hook)"
-    else:
-        try:
-            first = rec.item_indices([rec.item_ids[0]])[0]
-            explain([first], first, 1)
-        except UnknownIdError:
-            raise
-        except RankprefError as exc:
-            explain_missing = f"model {name!r} cannot explain its recommendations: {exc}"
-    if not callable(encode):
-        text_missing = (f"model {name!r} has no text tower; free-text search needs a model "
-                        "with encode_queries (e.g. PULSE)")
-    else:
-        try:
-            encode(["probe"])
-        except RankprefError as exc:
-            text_missing = f"model {name!r} cannot encode free-text queries: {exc}"
-    return explain_missing, text_missing
-
-
-def load_service(artifact: str | Path, index_dir: str | Path | None = None) -> Service:
-    """Load a trained artifact (and a saved index folder, checked against the model)."""
-    from rankpref.tasks.next_item import Recommender
-
-    rec = Recommender.load(artifact, command="rankpref serve")
-    index = ItemIndex.load(index_dir) if index_dir is not None else None
-    return make_service(rec, index)
 
 
 # ---------------------------------------------------------------------- body-size limit
@@ -225,7 +119,7 @@ def create_app(service: Service, limits: Limits | None = None):
 
     from fastapi import FastAPI, HTTPException, Path as PathParam, Query, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
     from pydantic import StrictBool, StrictInt, StrictStr
 
@@ -248,6 +142,8 @@ def create_app(service: Service, limits: Limits | None = None):
     class SearchRequest(Strict):
         query: StrictStr = Field(..., min_length=1, max_length=limits.max_query_chars)
         k: k_type = 10
+        explain: StrictBool = Field(False, description="the concepts behind each score (SESA; "
+                                    "501 when the model cannot)")
 
     class Result(BaseModel):
         rank: int
@@ -303,12 +199,20 @@ def create_app(service: Service, limits: Limits | None = None):
     # event loop, one request at a time, with no thread hop. The ones that may call slow
     # model hooks (explain, a text tower) run in the thread pool. All share `service.lock`.
 
+    def require(feature: str) -> None:
+        if not service.can(feature):
+            raise HTTPException(501, service.missing[feature])
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse(page_html())
+
     @app.get("/health", summary="Liveness and what is loaded")
     async def health():
         return {"status": "ok", "model": service.model_name, "items": len(service.index),
                 "dimension": service.index.dim, "index": service.index.describe(),
-                "explain": service.can_explain, "text_search": service.can_search_text,
-                "limits": limits.model_dump()}
+                **{feature: service.can(feature) for feature in service.FEATURES},
+                "unavailable": service.missing, "limits": limits.model_dump()}
 
     @app.get("/items/{item_id}", summary="One item's metadata")
     async def item(item_id: Annotated[str, PathParam(max_length=200)]):
@@ -324,6 +228,19 @@ def create_app(service: Service, limits: Limits | None = None):
             ids, scores = service.index.search(service.index.vector(item_id)[None, :], k,
                                                exclude=[[item_id]])
         return answer(k, results(ids[0], scores[0]))
+
+    def history_of(user_id: str) -> dict:
+        with service.lock:
+            ids = service.rec.user_history(user_id)  # UnknownIdError -> 404
+        ids = ids[-limits.max_history:]
+        return {"user_id": user_id, "history": [
+            {"item_id": i, "title": service.info(i).get("title")} for i in ids]}
+
+    @app.get("/users/{user_id}", summary="A known user's history (the latest max_history "
+             "items, oldest first)")
+    async def user(user_id: Annotated[str, PathParam(max_length=200)]):
+        require("users")
+        return await run_in_threadpool(history_of, user_id)
 
     def ranked(body) -> tuple[list[int], list[str], np.ndarray]:
         with service.lock:
@@ -343,11 +260,11 @@ def create_app(service: Service, limits: Limits | None = None):
     @app.post("/recommend", response_model=Results, response_model_exclude_none=True,
               summary="Top-k next items after a history")
     async def recommend(body: RecommendRequest):
+        require("recommend")
         if not body.explain:
             _, ids, scores = ranked(body)
             return answer(body.k, results(ids, scores))
-        if not service.can_explain:
-            raise HTTPException(501, service.explain_missing)
+        require("explain")
         return answer(body.k, await run_in_threadpool(explained, body))
 
     def text_search(body) -> list[dict]:
@@ -357,16 +274,26 @@ def create_app(service: Service, limits: Limits | None = None):
                 raise RankprefError(f"the model's text tower gave shape {vectors.shape}, "
                                     f"expected (1, {service.index.dim})")
             ids, scores = service.index.search(vectors, body.k)
-        return results(ids[0], scores[0])
+            why = ([service.rec.explain_query(body.query, i, limits.explain_k) for i in ids[0]]
+                   if body.explain else None)
+        return results(ids[0], scores[0], why)
 
     @app.post("/search", response_model=Results, response_model_exclude_none=True,
               summary="Items for a free-text query (models with a text tower)")
     async def search(body: SearchRequest):
-        if not service.can_search_text:
-            raise HTTPException(501, service.text_missing)
+        require("text_search")
+        if body.explain:
+            require("query_explain")
         return answer(body.k, await run_in_threadpool(text_search, body))
 
     return app
+
+
+def page_html() -> str:
+    """The page at ``/``: one self-contained HTML file (no build step, no CDN)."""
+    from importlib.resources import files
+
+    return files("rankpref.serving").joinpath("page.html").read_text("utf-8")
 
 
 def run_server(artifact: str | Path, *, index_dir: str | Path | None = None,
@@ -399,7 +326,7 @@ def run_server(artifact: str | Path, *, index_dir: str | Path | None = None,
         typer.echo(f"warning: binding {host}: the server has no authentication", err=True)
     typer.echo(f"serving {service.model_name} ({len(service.index):,} items, index "
                f"{service.index.factory}/{service.index.metric}) on http://{host}:{port} "
-               f"(docs at /docs)", err=True)
+               f"(page at /, API docs at /docs)", err=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, workers=1))
     try:
         server.run(sockets=[sock])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import rankpref.load  # noqa: F401  (registers every built-in before a page's scratch registry)
 from rankpref.registry import ARTIFACTS, LOSSES, MODELS, TASKS
 
 ROOT = Path(__file__).resolve().parents[2]

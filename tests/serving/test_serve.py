@@ -191,6 +191,65 @@ def test_explain_and_text_search_answer_501_for_sasrec(client, service):
     assert response.status_code == 422
 
 
+def test_the_page_and_a_known_users_history(client, service, artifact):
+    from rankpref.data.datasets import prepare
+    from rankpref.tasks.next_item import Recommender, user_history
+
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="search-form"' in page.text and "<script" in page.text
+    assert "http" not in page.text.split("<script", 1)[1].replace("http://", "")  # no CDN
+    health = client.get("/health").json()
+    assert health["recommend"] and health["users"] and not health["query_explain"]
+    assert "SESA can" in health["unavailable"]["query_explain"]
+    rec = Recommender.load(artifact)
+    want = user_history(prepare(rec.cfg.data, quiet=True), "SYN0000007")
+    body = client.get("/users/SYN0000007").json()
+    assert [h["item_id"] for h in body["history"]] == [rec.vocab.items[i] for i in want][-20:]
+    assert body["history"][0]["title"]
+    missing = client.get("/users/nobody")
+    assert missing.status_code == 404 and "unknown user id 'nobody'" in missing.json()["detail"]
+    explain = client.post("/search", json={"query": "lip balm", "explain": True})
+    assert explain.status_code == 501
+
+
+@pytest.fixture(scope="module")
+def sesa_client(tmp_path_factory):
+    from rankpref.tasks import sesa
+
+    out = tmp_path_factory.mktemp("serve_sesa")
+    cfg = sesa.load_config(None, [
+        "data.name=onet-slice", "data.task=related", "model.encoder=gru", "model.hidden=32",
+        "model.embed_dim=16", "model.max_doc_tokens=24", "train.epochs=2", "train.threads=1",
+        "loss.negatives=in_batch", "train.batch_size=32", f"output_dir={out / 'run'}"])
+    sesa.fit(cfg)
+    art = sesa.load_artifact(out / "run" / "model")
+    return art, TestClient(create_app(load_service(out / "run" / "model"), LIMITS))
+
+
+def test_a_sesa_artifact_is_served_with_its_own_ranking_and_concepts(sesa_client):
+    from rankpref.tasks import sesa
+
+    art, client = sesa_client
+    query = art.item_texts[3][:80]
+    body = client.post("/search", json={"query": query, "k": 5, "explain": True}).json()
+    want = sesa.search(art, query, k=5)
+    assert [r["item_id"] for r in body["results"]] == [w["item"] for w in want]
+    assert [r["score"] for r in body["results"]] == pytest.approx([w["score"] for w in want],
+                                                                  rel=1e-4)
+    top = body["results"][0]
+    concepts = sesa.explain(art, query, top["item_id"], top=LIMITS.explain_k)["top"]
+    assert [c["concept"] for c in top["explanation"]] == [c["concept"] for c in concepts]
+    similar = client.get(f"/items/{top['item_id']}/similar", params={"k": 3})
+    assert similar.status_code == 200 and top["item_id"] not in [
+        r["item_id"] for r in similar.json()["results"]]
+    health = client.get("/health").json()
+    assert health["text_search"] and health["query_explain"] and not health["recommend"]
+    response = client.post("/recommend", json={"history": [top["item_id"]]})
+    assert response.status_code == 501 and "no histories" in response.json()["detail"]
+    assert client.get("/users/x").status_code == 501
+
+
 # ----------------------------------------------------------------------------- hooks (fake model)
 
 
