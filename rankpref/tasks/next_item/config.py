@@ -73,9 +73,16 @@ class ModelSection(BaseModel):
         return dict(self.__pydantic_extra__ or {})
 
 
+CE_BUDGET_BYTES = 4 << 30
+"""What one training step's full-softmax logits (and their softmax and gradient) may take
+before the default loss becomes sampled softmax (:func:`choose_loss`)."""
+SAMPLED_NEGATIVES = 256  # eSASRec's setting for sampled softmax on Amazon data
+
+
 class LossConfig(Strict):
     name: str = Field("ce", description="a registered next-item loss: ce, bce, "
-                      "sampled_softmax")
+                      "sampled_softmax; left unset, ce becomes sampled_softmax on a catalogue "
+                      "whose full softmax would not fit memory")
     num_negatives: int = Field(100, ge=1, description="negatives for losses that sample many")
 
     @field_validator("name")
@@ -182,3 +189,27 @@ def upgrade_legacy(tree: dict) -> dict:
         if value is not None and model.get("name") == "pulse":
             model[key] = value
     return tree
+
+
+def full_ce_bytes(cfg: NextItemConfig, num_items: int) -> int:
+    """Float32 bytes of one step's full-softmax logits, softmax and gradient at most."""
+    return cfg.train.batch_size * cfg.data.max_len * (num_items + 1) * 4 * 3
+
+
+def choose_loss(cfg: NextItemConfig, num_items: int) -> tuple[NextItemConfig, str | None]:
+    """The config to train with, and a line saying why, when the default loss (``ce``, not
+    asked for) would need more than ``CE_BUDGET_BYTES`` a step: then ``sampled_softmax`` over
+    ``SAMPLED_NEGATIVES`` uniform negatives (or ``loss.num_negatives`` when given). A loss
+    the user named is kept, as is ce with cold items (sampled negatives would include them)."""
+    need = full_ce_bytes(cfg, num_items)
+    if ("name" in cfg.loss.model_fields_set or cfg.loss.name != "ce" or need <= CE_BUDGET_BYTES
+            or cfg.data.cold_items > 0):
+        return cfg, None
+    negatives = (cfg.loss.num_negatives if "num_negatives" in cfg.loss.model_fields_set
+                 else SAMPLED_NEGATIVES)
+    loss = LossConfig(name="sampled_softmax", num_negatives=negatives)
+    why = (f"loss: a full softmax over {num_items:,} items would hold about "
+           f"{need / 2 ** 30:.1f} GiB a step (train.batch_size x data.max_len x items); "
+           f"training with sampled_softmax over {negatives} negatives instead (set "
+           "loss.name=ce to keep the full softmax)")
+    return cfg.model_copy(update={"loss": loss}), why

@@ -202,6 +202,25 @@ class SequenceDataModule(DataModule):
         return self.loader(dataset, train=False)
 
 
+SCORE_BUDGET = 1 << 26  # scores held at once during evaluation (float32: 256 MiB)
+
+
+def score_rows(num_items: int, budget: int | None = None) -> int:
+    """Users scored at once so that a [rows, num_items + 1] score matrix holds at most
+    ``budget`` (default ``SCORE_BUDGET``) scores."""
+    return max(1, (budget or SCORE_BUDGET) // (num_items + 1))
+
+
+def row_chunks(batch: dict, rows: int):
+    """``batch`` (a dict of tensors with one row per user) in pieces of at most ``rows`` rows."""
+    n = len(batch["targets"])
+    if n <= rows:
+        yield batch
+        return
+    for start in range(0, n, rows):
+        yield {key: value[start:start + rows] for key, value in batch.items()}
+
+
 def eval_loader(examples: EvalExamples, cfg: NextItemConfig) -> DataLoader:
     """A loader over any evaluation examples (e.g. the test events of cold items)."""
     return DataLoader(EvalSet(examples, cfg.data.max_len), batch_size=cfg.train.eval_batch_size,

@@ -6,6 +6,10 @@ from the ranking (the usual protocol for Amazon data); ``False`` ranks them too 
 behaviour, for comparison). The padding index 0 is never ranked. A sampled protocol
 (``sampled_<N>``: the target against N items the user never interacted with, uniformly
 sampled with a fixed seed) exists only when asked for by that name.
+
+Memory is bounded by the catalogue, not the batch: a batch is scored ``score_rows`` users at a
+time, so at most ``SCORE_BUDGET`` scores (256 MiB of float32, whatever the catalogue size)
+are held at once; the results do not depend on it.
 """
 
 from __future__ import annotations
@@ -18,14 +22,18 @@ from rankpref.errors import ConfigError, RankprefError
 from rankpref.metrics.ranking import MetricAccumulator, batch_ranks
 from rankpref.settings import set_threads
 from rankpref.tasks.next_item.config import NextItemConfig, parse_protocol
-from rankpref.tasks.next_item.data import SequenceDataModule, eval_datamodule, eval_loader
+from rankpref.tasks.next_item.data import (SequenceDataModule, eval_datamodule, eval_loader,
+                                          row_chunks, score_rows)
 from rankpref.tasks.next_item.recommend import Recommender
 
 
 @torch.no_grad()
 def evaluate(score_fn, loader, *, ks: list[int], mask_history: bool = True,
-             protocol: str = "full", seed: int = 0, progress: bool = False) -> dict:
-    """Run ``score_fn(batch) -> [batch, num_items + 1]`` over ``loader`` and return metrics."""
+             protocol: str = "full", seed: int = 0, progress: bool = False,
+             num_items: int | None = None) -> dict:
+    """Run ``score_fn(batch) -> [batch, num_items + 1]`` over ``loader`` and return metrics.
+
+    With ``num_items``, each batch is scored :func:`score_rows` users at a time."""
     sampled = parse_protocol(protocol)
     generator = torch.Generator().manual_seed(seed)
     acc = MetricAccumulator(list(ks))
@@ -33,14 +41,18 @@ def evaluate(score_fn, loader, *, ks: list[int], mask_history: bool = True,
     if progress:
         from tqdm.auto import tqdm
         iterator = tqdm(loader, desc="evaluate", leave=False)
+    rows = score_rows(num_items) if num_items else None
     for batch in iterator:
-        scores = score_fn(batch)
-        try:
-            ranks = batch_ranks(scores, batch["history"], batch["targets"],
-                                mask_history=mask_history, sampled=sampled, generator=generator)
-        except ValueError as exc:  # too few unseen items to sample
-            raise ConfigError(f"eval.protocol={protocol}: {exc}") from None
-        acc.add(ranks)
+        for part in row_chunks(batch, rows) if rows else [batch]:
+            scores = score_fn(part)
+            try:
+                ranks = batch_ranks(scores, part["history"], part["targets"],
+                                    mask_history=mask_history, sampled=sampled,
+                                    generator=generator)
+            except ValueError as exc:  # too few unseen items to sample
+                raise ConfigError(f"eval.protocol={protocol}: {exc}") from None
+            del scores
+            acc.add(ranks)
     out = acc.result()
     out["examples"] = acc.count
     return out
@@ -52,7 +64,8 @@ def evaluate_model(model, datamodule: SequenceDataModule, cfg: NextItemConfig, s
     model.eval()
     return evaluate(lambda b: model.score_all(b["inputs"]), datamodule.eval_dataloader(split),
                     ks=cfg.eval.ks, mask_history=cfg.eval.mask_history,
-                    protocol=cfg.eval.protocol, seed=cfg.eval.seed, progress=progress)
+                    protocol=cfg.eval.protocol, seed=cfg.eval.seed, progress=progress,
+                    num_items=datamodule.num_items)
 
 
 def cold_start_metrics(model, dm: SequenceDataModule, cfg: NextItemConfig, cold: np.ndarray) -> dict:
@@ -65,7 +78,7 @@ def cold_start_metrics(model, dm: SequenceDataModule, cfg: NextItemConfig, cold:
         out["test"] = evaluate(lambda b: model.score_all(b["inputs"]),
                                eval_loader(test.subset(rows), cfg), ks=cfg.eval.ks,
                                mask_history=cfg.eval.mask_history, protocol=cfg.eval.protocol,
-                               seed=cfg.eval.seed)
+                               seed=cfg.eval.seed, num_items=dm.num_items)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import lightning as L
@@ -14,12 +15,14 @@ from rankpref.registry import LOSSES
 from rankpref.settings import set_threads
 from rankpref.tasks import RunResult
 from rankpref.tasks.next_item.artifact import save_artifact
-from rankpref.tasks.next_item.config import NextItemConfig
+from rankpref.tasks.next_item.config import NextItemConfig, choose_loss
 from rankpref.tasks.next_item.data import datamodule, training_split
 from rankpref.tasks.next_item.evaluate import cold_start_metrics, evaluate_model
 from rankpref.tasks.next_item.models import plain_setup
 from rankpref.tasks.next_item.module import NextItemModule
 from rankpref.tasks.next_item.pulse import setup_pulse
+
+log = logging.getLogger(__name__)
 
 SETUPS = {"pulse": setup_pulse}
 """Models that need more than item ids: name -> setup(cfg, dataset, split, cold) -> Setup.
@@ -46,6 +49,9 @@ def fit(cfg: NextItemConfig, data: PreparedDataset | None = None, callbacks: lis
     set_threads(cfg.train.threads)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     dataset = data if data is not None else prepare(cfg.data)
+    cfg, why = choose_loss(cfg, dataset.num_items)
+    if why:
+        log.warning(why)
     split, cold = training_split(dataset, cfg.data)
     dm = datamodule(cfg, split, dataset.num_items)
     setup = SETUPS.get(cfg.model.name, plain_setup)(cfg, dataset, split, cold)

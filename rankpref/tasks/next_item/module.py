@@ -11,6 +11,7 @@ from rankpref.metrics.ranking import MetricAccumulator, batch_ranks
 from rankpref.registry import LOSSES
 
 from rankpref.tasks.next_item.config import NextItemConfig, parse_protocol
+from rankpref.tasks.next_item.data import row_chunks, score_rows
 
 
 class NextItemModule(L.LightningModule):
@@ -79,10 +80,12 @@ class NextItemModule(L.LightningModule):
         self._gen = torch.Generator().manual_seed(self.cfg.eval.seed)
 
     def validation_step(self, batch, batch_idx):
-        scores = self.model.score_all(batch["inputs"])
-        self._acc.add(batch_ranks(scores, batch["history"], batch["targets"],
-                                  mask_history=self.cfg.eval.mask_history, sampled=self.sampled,
-                                  generator=self._gen))
+        for part in row_chunks(batch, score_rows(self.num_items)):  # bounded score memory
+            scores = self.model.score_all(part["inputs"])
+            self._acc.add(batch_ranks(scores, part["history"], part["targets"],
+                                      mask_history=self.cfg.eval.mask_history,
+                                      sampled=self.sampled, generator=self._gen))
+            del scores
 
     def on_validation_epoch_end(self) -> None:
         totals = self._acc.as_tensor()

@@ -78,6 +78,30 @@ def test_evaluate_independent_of_batch_size(mask_history):
             assert other[key] == pytest.approx(value, abs=1e-12), key
 
 
+def test_scoring_in_row_chunks_bounds_memory_and_keeps_the_metrics(monkeypatch):
+    """With a score budget of 3 users' rows, every score matrix has at most 3 rows, and the
+    metrics equal unchunked evaluation exactly."""
+    import rankpref.tasks.next_item.data as data
+
+    num_items, n_users = 50, 40
+    ex = make_examples(n_users, num_items, seed=4)
+    table = torch.randn(n_users, num_items + 1, generator=torch.Generator().manual_seed(2))
+    whole = evaluate(table_score_fn(table), loader(ex, 16), ks=KS)
+    seen = []
+
+    def score(batch):
+        seen.append(len(batch["users"]))
+        return table[batch["users"]].clone()
+
+    monkeypatch.setattr(data, "SCORE_BUDGET", 3 * (num_items + 1))
+    assert data.score_rows(num_items) == 3 and data.score_rows(10 ** 9) == 1
+    chunked = evaluate(score, loader(ex, 16), ks=KS, num_items=num_items)
+    assert max(seen) == 3 and sum(seen) == n_users
+    assert chunked.keys() == whole.keys()
+    for key, value in whole.items():  # the same ranks, summed in another order
+        assert chunked[key] == pytest.approx(value, abs=1e-12), key
+
+
 @pytest.mark.parametrize("mask_history", [True, False])
 def test_evaluate_matches_python_reference(mask_history):
     num_items, n_users = 40, 60
