@@ -8,7 +8,10 @@ item popularity long-tailed (p ~ (rank + 10)^-1), users with at least 5 interact
 so each has its own peak RSS, and a stage that crashes or runs out of time does not take the
 others with it:
 
-* ``prepare``: ``rankpref prepare`` of the JSON lines (read, dedupe, 5-core, parquet cache);
+* ``prepare``: ``rankpref prepare`` of the JSON lines (read, dedupe, 5-core, parquet cache),
+  which streams the source to parquet and runs the pipeline on the narrow columns; and
+  ``prepare_in_memory``, the same pipeline on the whole table collected at once (what
+  ``prepare`` did before), for its memory;
 * ``sasrec`` / ``pulse``: training steps of SASRec and of PULSE with item text (the library's
   Lightning module, batch 128, max length 50; the loss is what ``choose_loss`` picks: full
   softmax where it fits, else sampled softmax over 256 negatives);
@@ -48,7 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-STAGES = ("generate", "prepare", "sasrec", "pulse", "evaluate", "evaluate_unchunked", "encode",
+STAGES = ("generate", "prepare", "prepare_in_memory", "sasrec", "pulse", "evaluate", "evaluate_unchunked", "encode",
           "index", "serve")
 BATCH, MAX_LEN = 128, 50
 
@@ -187,6 +190,22 @@ def stage_prepare(folder: Path, args) -> dict:
     cache = sum(f.stat().st_size for f in ds.path.glob("*"))
     return {"seconds": round(seconds, 2), "measured": "full", "users": len(ds.vocab.users),
             "items": ds.num_items, "interactions": ds.interactions.height, "cache_bytes": cache}
+
+
+def stage_prepare_in_memory(folder: Path, args) -> dict:
+    from rankpref.data import readers
+    from rankpref.data.datasets import _read_sources, resolve_spec
+    from rankpref.data.preprocess import preprocess
+
+    cfg = dataset_config(folder)
+    spec = resolve_spec(cfg)
+    started = time.perf_counter()
+    inter, _ = _read_sources(spec, cfg)
+    frame, vocab, _ = preprocess(readers.collect(inter, spec.path), dedupe=cfg.dedupe,
+                                 min_user=spec.min_user, min_item=spec.min_item)
+    return {"seconds": round(time.perf_counter() - started, 2), "measured": "full",
+            "users": len(vocab.users), "items": vocab.num_items, "interactions": frame.height,
+            "note": "no cache written"}
 
 
 def _train(folder: Path, model_name: str, args) -> dict:
@@ -484,6 +503,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "scale")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    parser.add_argument("--merge", action="store_true", help="replace these (size, stage) rows "
+                        "in an existing --out file and keep the others")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -517,6 +538,12 @@ def main() -> None:
         if not args.keep:
             for f in folder.glob("*.jsonl"):
                 f.unlink()
+    if args.merge and args.out.exists():
+        ran = {(r["interactions_target"], r["stage"]) for r in rows}
+        old = json.loads(args.out.read_text())
+        rows = [r for r in old["rows"] if (r["interactions_target"], r["stage"]) not in ran] + rows
+        rows.sort(key=lambda r: (r["interactions_target"], STAGES.index(r["stage"])))
+        sizes = sorted({r["interactions_target"] for r in rows})
     import torch
 
     result = {

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from rankpref.config import Strict
-from rankpref.data.preprocess import Vocabulary, preprocess
+from rankpref.data.preprocess import Vocabulary, add_source_row, preprocess
 from rankpref.errors import DataError
 from rankpref.io import atomic_dir
 from rankpref.settings import DATA_DIR_ENV, data_dir, shipped
@@ -154,6 +156,37 @@ def _read_sources(spec: DatasetSpec, cfg: DatasetConfig):
     return inter, items
 
 
+def _preprocess_streamed(inter: pl.LazyFrame, spec: DatasetSpec, cfg: DatasetConfig,
+                         folder: Path):
+    """De-duplicate, k-core and encode without holding the review texts through it.
+
+    The source streams (polars' streaming engine) into a parquet file beside the cache; the
+    pipeline then reads only the narrow columns (ids, timestamp, rating) and the reviews of
+    the rows it keeps are gathered by source row at the end, so the sorts and filters never
+    copy the texts, which are most of an Amazon file."""
+    from rankpref.data import readers
+
+    staging = folder.parent / f".{folder.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        source = staging / "source.parquet"
+        readers.sink_parquet(add_source_row(inter), source, spec.path)
+        narrow = readers.collect(pl.scan_parquet(source).drop("review"), spec.path)
+        try:
+            frame, vocab, report = preprocess(narrow, dedupe=cfg.dedupe, min_user=spec.min_user,
+                                              min_item=spec.min_item, source=spec.path)
+        except DataError:
+            readers.locate(spec.path)  # a value missing past the checked head: name its line
+            raise
+        del narrow
+        reviews = pl.read_parquet(source, columns=["review"])["review"]
+        frame = frame.with_columns(reviews.gather(frame["source_row"]).alias("review"))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return frame, vocab, report
+
+
 def prepare(cfg: DatasetConfig, *, force: bool = False, cache_dir: str | Path | None = None,
             quiet: bool = False) -> PreparedDataset:
     """Read, preprocess and cache a dataset; reuse the cache when nothing changed."""
@@ -165,13 +198,7 @@ def prepare(cfg: DatasetConfig, *, force: bool = False, cache_dir: str | Path | 
     from rankpref.data import readers
 
     inter, items = _read_sources(spec, cfg)
-    table = readers.collect(inter, spec.path)
-    try:
-        frame, vocab, report = preprocess(table, dedupe=cfg.dedupe, min_user=spec.min_user,
-                                          min_item=spec.min_item, source=spec.path)
-    except DataError:
-        readers.locate(spec.path)  # a value missing past the checked head: name its line
-        raise
+    frame, vocab, report = _preprocess_streamed(inter, spec, cfg, folder)
     item_table = None
     if items is not None:
         index = pl.DataFrame({"item_id": vocab.items[1:],

@@ -170,13 +170,28 @@ def collect(frame: pl.LazyFrame, source: str | Path) -> pl.DataFrame:
     except DataError:
         raise
     except (pl.exceptions.PolarsError, OSError) as exc:
-        locate(source)
-        source_path = Path(source)
-        if (isinstance(exc, OSError) and source_path.is_file()
-                and _starts_with(source_path, _GZIP_MAGIC)):
-            raise DataError(f"truncated or corrupt gzip ({_first_line(exc)})",
-                            path=source) from exc
-        raise DataError(f"could not read the file: {_first_line(exc)}", path=source) from exc
+        _read_failed(exc, source)
+
+
+def sink_parquet(frame: pl.LazyFrame, target: Path, source: str | Path) -> None:
+    """Write ``frame`` to ``target`` with polars' streaming engine, so a file read by a scan
+    (JSON lines, CSV, parquet) passes through in batches instead of all at once; errors as
+    in :func:`collect`."""
+    try:
+        frame.sink_parquet(target)
+    except DataError:
+        raise
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        _read_failed(exc, source)
+
+
+def _read_failed(exc: BaseException, source: str | Path):
+    locate(source)
+    source_path = Path(source)
+    if (isinstance(exc, OSError) and source_path.is_file()
+            and _starts_with(source_path, _GZIP_MAGIC)):
+        raise DataError(f"truncated or corrupt gzip ({_first_line(exc)})", path=source) from exc
+    raise DataError(f"could not read the file: {_first_line(exc)}", path=source) from exc
 
 
 def _scan(path: Path, make: Callable[[], pl.LazyFrame]) -> pl.LazyFrame:
