@@ -263,3 +263,23 @@ def test_custom_table_with_items_file_and_column_mapping(tmp_path):
                  quiet=True)
     assert ds.items is not None
     assert ds.items["title"].to_list() == ["Ex", "Why", "Zed"]
+
+
+def test_reviews_follow_their_rows_through_dedupe_and_sorting(tmp_path):
+    """prepare runs the pipeline without the review texts and gathers them back by source
+    row: each kept interaction still carries its own review."""
+    path = tmp_path / "reviews.csv"
+    rows = [("bob", "x", 2, "bob x two"), ("ann", "y", 5, "ann y five"), ("ann", "x", 5, "ann x five"),
+            ("bob", "z", 1, "bob z one"), ("ann", "z", 9, "ann z nine"), ("ann", "x", 11, "dropped")]
+    path.write_text("uid,iid,when,text\n" + "".join(f"{u},{i},{t},{r}\n" for u, i, t, r in rows),
+                    encoding="utf-8")
+    cfg = DataConfig(name=None, format="table", path=str(path), min_user_interactions=0,
+                     min_item_interactions=0, columns={"user_id": "uid", "item_id": "iid",
+                                                       "timestamp": "when", "review": "text"})
+    ds = prepare(cfg, cache_dir=tmp_path / "cache", quiet=True)
+    got = [(ds.vocab.users[u], ds.vocab.items[i], t, r) for u, i, t, r in
+           ds.interactions.select("user_idx", "item_idx", "timestamp", "review").rows()]
+    assert got == [("ann", "y", 5, "ann y five"), ("ann", "x", 5, "ann x five"),
+                   ("ann", "z", 9, "ann z nine"), ("bob", "z", 1, "bob z one"),
+                   ("bob", "x", 2, "bob x two")]
+    assert leftovers(tmp_path / "cache") == []  # the staging parquet is gone
