@@ -323,6 +323,24 @@ class ItemIndex:
 
     # ------------------------------------------------------------------ persistence
 
+    def to_gpu(self) -> "ItemIndex":
+        """Search on every GPU FAISS sees (a faiss build with GPU support, e.g. the
+        ``faiss-gpu-cu12`` wheel, instead of faiss-cpu); saving still writes a CPU index."""
+        faiss = _faiss()
+        gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+        if gpus == 0 or not hasattr(faiss, "index_cpu_to_all_gpus"):
+            raise RankprefError("FAISS sees no GPU: searching on a GPU needs a faiss build "
+                                "with GPU support (pip install faiss-gpu-cu12 in place of "
+                                "faiss-cpu) and a visible CUDA device")
+        self._index = faiss.index_cpu_to_all_gpus(self._cpu_index())
+        self.on_gpu = True
+        return self
+
+    def _cpu_index(self):
+        if getattr(self, "on_gpu", False):
+            return _faiss().index_gpu_to_cpu(self._index)
+        return self._index
+
     def save(self, folder: str | Path) -> Path:
         """Write the index folder atomically (a crash never leaves a half-written folder)."""
         from safetensors.numpy import save_file
@@ -330,7 +348,7 @@ class ItemIndex:
         folder = Path(folder)
         with artifact.writer(folder, KIND, self.factory) as w:
             tmp = w.folder
-            _faiss().write_index(self._index, str(w.path(INDEX_FILE, "the FAISS index")))
+            _faiss().write_index(self._cpu_index(), str(w.path(INDEX_FILE, "the FAISS index")))
             save_file({"vectors": self._vectors},
                       str(w.path(VECTORS_FILE, "the indexed vectors (for exact re-checks)")))
             w.text(IDS_FILE, json.dumps(self._ids), "item ids in row order")

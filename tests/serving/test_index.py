@@ -401,3 +401,15 @@ def test_cli_build_from_vectors_file(tmp_path, data):
     result = _cli("index", "build", "--vectors", tmp_path / "v.npy", "--ids", tmp_path / "short.txt",
                   "--out", tmp_path / "bad")
     assert result.exit_code == 2 and "10 ids for 300 vectors" in result.stderr
+
+
+def test_to_gpu_without_a_gpu_says_what_it_needs(data):
+    import faiss
+
+    ids, vectors = data[0], data[1]
+    index = ItemIndex.build(ids, vectors)
+    if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:
+        pytest.skip("a GPU is visible: to_gpu would succeed")
+    with pytest.raises(RankprefError, match="FAISS sees no GPU.*faiss-gpu"):
+        index.to_gpu()
+    assert index.search(vectors[:2], 3)[0][0][0] == ids[0]  # still searches on the CPU
