@@ -145,16 +145,25 @@ def _storage(url: str):
     if not url.startswith(("sqlite:///", "postgresql", "mysql")):
         raise ConfigError(f"--storage {url!r}: give a database URL, e.g. sqlite:///study.db, "
                           "postgresql://... or mysql://...")
-    try:
-        if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=15, grace_period=45,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=1))
-    except Exception as exc:  # sqlalchemy's errors, a folder that cannot be made, ...
-        raise ConfigError(f"--storage {url!r}: cannot open it ({type(exc).__name__}: "
-                          f"{exc})") from None
+    engine = {}
+    if url.startswith("sqlite:///"):
+        # workers sharing one SQLite file wait for each other's writes instead of failing
+        engine = {"connect_args": {"timeout": 60}}
+    for attempt in range(6):
+        try:
+            if url.startswith("sqlite:///"):
+                Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=15, grace_period=45,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=1))
+        except Exception as exc:  # sqlalchemy's errors, a folder that cannot be made, ...
+            # two workers creating the schema at once: one sees the other's half-made tables
+            if attempt < 5 and type(exc).__name__ in ("OperationalError", "IntegrityError"):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise ConfigError(f"--storage {url!r}: cannot open it ({type(exc).__name__}: "
+                              f"{exc})") from None
 
 
 def _count(study, *states) -> int:

@@ -258,6 +258,24 @@ def test_shards_are_disjoint_and_cover_the_sample(demo):
     assert set(ids) == whole
 
 
+def test_many_client_processes_share_one_server_and_one_cache(tmp_path):
+    """Three `rationales generate --shard k/3` processes against one OpenAI-compatible server
+    (as with vLLM) write into one SQLite cache at once: every sampled user once, none twice."""
+    db = tmp_path / "r.sqlite"
+    with FakeOpenAI(delay=0.01) as server:
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "rankpref.cli", "rationales", "generate", "--data", "demo",
+             "--backend", "openai", "--model", "fake-model", "--base-url", server.url,
+             "--sample", "45", "--seed", "2", "--shard", f"{k}/3", "--batch-size", "4",
+             "--cache", str(db), "--no-progress", "--set", f"data.cache_dir={tmp_path / 'c'}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(3)]
+        outs = [proc.communicate(timeout=300) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), [err[-500:] for _, err in outs]
+    assert sum('"generated": 15' in out for out, _ in outs) == 3
+    rows = RationaleStore(db).rows()
+    assert len(rows) == 45 and len({r["user_id"] for r in rows}) == 45
+
+
 # ---- the CLI ----------------------------------------------------------------------------------
 
 def _cli(*args):

@@ -291,6 +291,31 @@ def test_study_resumes_writes_best_config_and_plots(tmp_path):
         assert res.exit_code == 2 and f"--storage {url!r}" in res.output, res.output
 
 
+def test_two_worker_processes_share_one_study(tmp_path):
+    """Two `rankpref tune` processes on one study database (as many machines would share a
+    PostgreSQL one): together they finish the study's trials, each trial once."""
+    import subprocess
+    import sys
+
+    spec_path = _write_spec(tmp_path, {**DEMO_SPEC, "trials": 4,
+                                       "sampler": {"name": "random", "seed": 0}})
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "rankpref.cli", "tune", str(spec_path), "--out", str(out),
+           "--storage", f"sqlite:///{tmp_path / 'shared.db'}", "--study-name", "shared",
+           "--no-plot"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(2)]
+    outs = [proc.communicate(timeout=600)[0] for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), [o[-800:] for o in outs]
+    import optuna
+
+    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{tmp_path / 'shared.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 4 <= len(done) <= 5  # a worker may start one more before it sees the fourth finish
+    assert len({t.number for t in done}) == len(done)
+    assert json.loads((out / "study.json").read_text())["trials"]["complete"] >= 4
+
+
 def test_pruner_stops_bad_trials_and_failures_are_counted(tmp_path):
     tree = {**DEMO_SPEC, "trials": 4,
             "overrides": {**DEMO_SPEC["overrides"], "train.epochs": 4, "train.patience": 4},
