@@ -15,6 +15,8 @@ others with it:
 * ``sasrec`` / ``pulse``: training steps of SASRec and of PULSE with item text (the library's
   Lightning module, batch 128, max length 50; the loss is what ``choose_loss`` picks: full
   softmax where it fits, else sampled softmax over 256 negatives);
+* ``sasrec_gpu``: the same SASRec steps on a CUDA device when one is visible (else the row
+  says it was skipped);
 * ``evaluate``: full-ranking evaluation of the test users (chunked, the default), and at the
   largest size once more unchunked (the score matrix of a whole 1,024-user batch), for memory;
 * ``encode``: item texts through the default text model (all-MiniLM-L6-v2);
@@ -51,7 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-STAGES = ("generate", "prepare", "prepare_in_memory", "sasrec", "pulse", "evaluate", "evaluate_unchunked", "encode",
+STAGES = ("generate", "prepare", "prepare_in_memory", "sasrec", "sasrec_gpu", "pulse", "evaluate", "evaluate_unchunked", "encode",
           "index", "serve")
 BATCH, MAX_LEN = 128, 50
 
@@ -208,7 +210,7 @@ def stage_prepare_in_memory(folder: Path, args) -> dict:
             "note": "no cache written"}
 
 
-def _train(folder: Path, model_name: str, args) -> dict:
+def _train(folder: Path, model_name: str, args, device: str = "cpu") -> dict:
     import torch
 
     from rankpref.data.datasets import prepare
@@ -238,16 +240,19 @@ def _train(folder: Path, model_name: str, args) -> dict:
     model = build_model(cfg, ds.num_items, **sizes)
     if text is not None:
         model.set_item_text(text)
-    module = NextItemModule(model, cfg)
+    module = NextItemModule(model, cfg).to(device)
     optimiser = module.configure_optimizers()
     loader = dm.train_dataloader()
     steps = len(loader)
     model.train()
     for batch in _budgeted(loader, args.budget):
+        batch = {key: value.to(device) for key, value in batch.items()}
         optimiser.zero_grad(set_to_none=True)
         loss = module.training_step(batch, 0)
         loss.backward()
         optimiser.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
     done, seconds, timed = _budgeted.result
     per_step = seconds / max(timed, 1)
     out = {"loss": cfg.loss.name, "loss_choice": why, "steps_per_epoch": steps,
@@ -257,7 +262,8 @@ def _train(folder: Path, model_name: str, args) -> dict:
            "train_windows": len(dm.train_set), "text_vectors": (
                None if model_name != "pulse" else
                "encoded" if (folder / "item_text.npy").exists() else "random (same shape)")}
-    if model_name == "sasrec":  # the index, evaluation and server stages use these weights
+    out["device"] = torch.cuda.get_device_name() if device != "cpu" else "cpu, 2 threads"
+    if model_name == "sasrec" and device == "cpu":  # the later stages use these weights
         model.eval()
         save_artifact(folder / "run-sasrec" / "model", model, cfg, ds.vocab,
                       {"dataset": "scale", "model": "sasrec", "note": "partly trained"},
@@ -267,6 +273,14 @@ def _train(folder: Path, model_name: str, args) -> dict:
 
 def stage_sasrec(folder: Path, args) -> dict:
     return _train(folder, "sasrec", args)
+
+
+def stage_sasrec_gpu(folder: Path, args) -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"measured": "skipped", "reason": "no CUDA device visible"}
+    return _train(folder, "sasrec", args, device="cuda")
 
 
 def stage_pulse(folder: Path, args) -> dict:
@@ -492,6 +506,47 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def report(result: dict) -> str:
+    """Markdown tables of a scale.json (what docs/scaling.md quotes)."""
+    rows = result["rows"]
+    sizes = sorted({r["interactions_target"] for r in rows})
+    get = {(r["interactions_target"], r["stage"]): r for r in rows}
+    head = "| stage | " + " | ".join(f"{s:,}" for s in sizes) + " | growth exponent |"
+    lines = [head, "|---" * (len(sizes) + 2) + "|"]
+    for stage in STAGES:
+        cells = []
+        for size in sizes:
+            r = get.get((size, stage))
+            if r is None:
+                cells.append("-")
+            elif "stopped" in r:
+                cells.append(f"stopped ({r['stopped'][:60]})")
+            elif r.get("measured") == "skipped":
+                cells.append("skipped: " + r.get("reason", ""))
+            elif stage == "serve" and "p99_ms" in r:
+                cells.append(f"p50 {r['p50_ms']} / p99 {r['p99_ms']} ms at {r['rate']:g}/s, "
+                             f"{r['peak_rss_mib'] / 1024:.1f} GiB")
+            else:
+                mark = "~" if r.get("measured") == "projected" else ""
+                cells.append(f"{mark}{r['seconds']:,} s, {r['peak_rss_mib'] / 1024:.1f} GiB")
+        slopes = result["growth_exponents"].get(stage) or []
+        lines.append(f"| {stage} | " + " | ".join(cells) + " | "
+                     + (", ".join(f"{x:g}" for x in slopes) or "-") + " |")
+    counts = ["| data | " + " | ".join(
+        f"{get[(s, 'prepare')]['users']:,} users, {get[(s, 'prepare')]['items']:,} items, "
+        f"{get[(s, 'prepare')]['interactions']:,} interactions" if (s, "prepare") in get
+        and "users" in get[(s, "prepare")] else "-" for s in sizes) + " | |"]
+    index = ["", "| index | size | build s | bytes | QPS batched (2 threads) | QPS single (1 thread) "
+             "| recall@10 vs Flat |", "|---|---|---|---|---|---|---|"]
+    for size in sizes:
+        r = get.get((size, "index"))
+        for name, f in (r or {}).get("families", {}).items():
+            index.append(f"| {name} ({f['search_params'] or 'exact'}) | {size:,} | "
+                         f"{f['build_seconds']} | {f['bytes']:,} | {f['qps_batched_2_threads']:,} | "
+                         f"{f['qps_single_1_thread']:,} | {f['recall@10_vs_flat']} |")
+    return "\n".join([*lines[:2], *counts, *lines[2:], *index])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,1000000,10000000")
@@ -505,9 +560,13 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     parser.add_argument("--merge", action="store_true", help="replace these (size, stage) rows "
                         "in an existing --out file and keep the others")
+    parser.add_argument("--report", action="store_true", help="print the tables of --out")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.report:
+        print(report(json.loads(args.out.read_text())))
+        return
     if args.stage:  # a child: one stage, its result as JSON beside the data
         folder = args.work / str(args.size)
         result = run_stage(args.stage, folder, args)

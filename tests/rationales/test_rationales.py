@@ -258,6 +258,7 @@ def test_shards_are_disjoint_and_cover_the_sample(demo):
     assert set(ids) == whole
 
 
+@pytest.mark.slow  # about 35 s of two CPUs: `make test-all`
 def test_many_client_processes_share_one_server_and_one_cache(tmp_path):
     """Three `rationales generate --shard k/3` processes against one OpenAI-compatible server
     (as with vLLM) write into one SQLite cache at once: every sampled user once, none twice."""

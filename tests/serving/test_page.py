@@ -105,8 +105,8 @@ def pulse_artifact(tmp_path_factory) -> Path:
     cfg = next_item.load_config(None, [
         "data.name=demo", "model.name=pulse", "pulse.rationales=template", "model.hidden=32",
         "data.max_len=20", "train.epochs=2", "train.progress=false", "train.resume=false",
-        "train.batch_size=256", "train.threads=1", f"data.cache_dir={out / 'cache'}",
-        f"output_dir={out / 'run'}"])
+        "train.batch_size=256", "train.threads=1", f"output_dir={out / 'run'}"])
+    # the default data.cache_dir: its text embeddings are shared with the PULSE tests
     return next_item.fit(cfg).artifact
 
 

@@ -291,6 +291,7 @@ def test_study_resumes_writes_best_config_and_plots(tmp_path):
         assert res.exit_code == 2 and f"--storage {url!r}" in res.output, res.output
 
 
+@pytest.mark.slow  # about 35 s of two CPUs: `make test-all`
 def test_two_worker_processes_share_one_study(tmp_path):
     """Two `rankpref tune` processes on one study database (as many machines would share a
     PostgreSQL one): together they finish the study's trials, each trial once."""
