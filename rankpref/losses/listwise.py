@@ -187,7 +187,8 @@ def lambda_loss(scores: torch.Tensor, labels: torch.Tensor,
     Ranks ``r`` come from the current scores (detached); ``G = gain / maxDCG``,
     ``D(r) = log2(1 + r)``. ``lambdarank``: ``w = |G_i - G_j| |1/D(r_i) - 1/D(r_j)|``;
     ``ndcg2``: ``w = |G_i - G_j| |1/D(|r_i - r_j|) - 1/D(|r_i - r_j| + 1)|``;
-    ``ndcg2pp``: ``ndcg2 + mu * lambdarank``.
+    ``ndcg2pp``: ``mu * ndcg2 + lambdarank`` (Wang et al. 2018, eq. 13: the NDCG-Loss2 weight
+    scaled by ``mu``, plus LambdaRank's).
     """
     if scheme not in ("ndcg2pp", "ndcg2", "lambdarank"):
         raise ValueError(f"scheme must be ndcg2pp, ndcg2 or lambdarank, got {scheme!r}")
@@ -213,8 +214,8 @@ def lambda_loss(scores: torch.Tensor, labels: torch.Tensor,
         gap = (r[:, :, None] - r[:, None, :]).abs().clamp_min(1.0)
         delta = (1.0 / torch.log2(1.0 + gap) - 1.0 / torch.log2(2.0 + gap)).abs()
         weights = g_diff * delta
-        if scheme == "ndcg2pp":
-            weights = weights + mu * lambdarank
+        if scheme == "ndcg2pp":  # the paper's (rho_ij + mu delta_ij) |G_i - G_j|, as allRank
+            weights = mu * weights + lambdarank
     pairs = _pair_valid(valid) & (labels[:, :, None] > labels[:, None, :]) & keep[:, None, None]
     diff = scores[:, :, None] - scores[:, None, :]
     terms = weights * F.softplus(-sigma * diff) / LN2

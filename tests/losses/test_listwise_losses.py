@@ -87,7 +87,7 @@ def ref_lambda(scores, labels, scheme="ndcg2pp", mu=10.0):
                 lr = abs(G[i] - G[j]) * abs(1 / np.log2(1 + rank[i]) - 1 / np.log2(1 + rank[j]))
                 gap = abs(rank[i] - rank[j])
                 n2 = abs(G[i] - G[j]) * abs(1 / np.log2(1 + gap) - 1 / np.log2(2 + gap))
-                w = {"lambdarank": lr, "ndcg2": n2, "ndcg2pp": n2 + mu * lr}[scheme]
+                w = {"lambdarank": lr, "ndcg2": n2, "ndcg2pp": mu * n2 + lr}[scheme]
                 total += w * np.logaddexp(0.0, s[j] - s[i]) / np.log(2.0)
         out.append(total)
     return float(np.mean(out))
@@ -320,3 +320,37 @@ def test_ranklist_differs_from_listmle_with_margin():
     ranklist_loss(s1, y, margin=1.0, approx="lse", normalize=False).backward()
     listmle_loss(s2, y).backward()
     assert not torch.allclose(s1.grad, s2.grad, atol=1e-3)
+
+
+def test_ndcg2pp_by_hand_from_the_paper():
+    """NDCG-Loss2++ on one 3-item list, written out term by term from Wang et al. (CIKM 2018):
+    l = sum_{y_i > y_j} (rho_ij + mu delta_ij) |G_i - G_j| log2(1 + exp(-(s_i - s_j))), with
+    rho_ij = |1/D_i - 1/D_j|, delta_ij = |1/D(|i-j|) - 1/D(|i-j| + 1)|, D(r) = log2(1 + r),
+    G = (2^y - 1) / maxDCG, ranks from the scores. Not the code path of the vectorised
+    reference above."""
+    import math
+
+    s, y, mu = [0.5, 2.0, -1.0], [2.0, 1.0, 0.0], 10.0
+    rank = {1: 1, 0: 2, 2: 3}  # positions under the scores 2.0 > 0.5 > -1.0
+    gains = [2 ** v - 1 for v in y]  # 3, 1, 0
+    max_dcg = 3 / math.log2(2) + 1 / math.log2(3)
+    G = [g / max_dcg for g in gains]
+    D = lambda r: math.log2(1 + r)  # noqa: E731
+    total = 0.0
+    for i, j in ((0, 1), (0, 2), (1, 2)):  # the pairs with y_i > y_j
+        rho = abs(1 / D(rank[i]) - 1 / D(rank[j]))
+        gap = abs(rank[i] - rank[j])
+        delta = abs(1 / D(gap) - 1 / D(gap + 1))
+        total += (rho + mu * delta) * abs(G[i] - G[j]) * math.log2(1 + math.exp(-(s[i] - s[j])))
+    from rankpref.losses.listwise import lambda_loss
+
+    got = lambda_loss(torch.tensor([s]), torch.tensor([y]), scheme="ndcg2pp", mu=mu)
+    assert float(got) == pytest.approx(total, rel=1e-6)
+    # the old reading, ndcg2 + mu * lambdarank, gives another value
+    wrong = 0.0
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        rho = abs(1 / D(rank[i]) - 1 / D(rank[j]))
+        gap = abs(rank[i] - rank[j])
+        delta = abs(1 / D(gap) - 1 / D(gap + 1))
+        wrong += (mu * rho + delta) * abs(G[i] - G[j]) * math.log2(1 + math.exp(-(s[i] - s[j])))
+    assert abs(wrong - total) > 0.1
