@@ -76,17 +76,24 @@ class Pulse(SASRec):
         with torch.no_grad():
             self.id_known[items] = 0.0
 
-    def item_weights(self) -> torch.Tensor:
+    def item_weights(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """ID part + projected text of every item (row 0 = padding = zeros); with ``rows``,
+        only those items', so a step with sampled negatives projects the texts it needs
+        rather than the whole catalogue's."""
         cfg = self.cfg
-        table = torch.zeros_like(self.item_emb.weight)
+        if rows is None:
+            rows = torch.arange(cfg.num_items + 1, device=self.item_emb.weight.device)
+            ids, texts = self.item_emb.weight, self.item_text
+        else:
+            ids, texts = self.item_emb.weight[rows], self.item_text[rows]
+        table = torch.zeros_like(ids)
         if cfg.use_ids:
-            keep = self.id_known
+            keep = self.id_known[rows]
             if self.training and cfg.id_dropout > 0:
                 keep = keep * (torch.rand_like(keep) >= cfg.id_dropout)
-            table = table + self.item_emb.weight * keep.unsqueeze(1)
+            table = table + ids * keep.unsqueeze(1)
         if cfg.use_text:
-            text = self.text_proj(self.item_text)
-            table = table + text * (torch.arange(len(text), device=text.device) > 0).unsqueeze(1)
+            table = table + self.text_proj(texts) * (rows > 0).unsqueeze(1)
         return table
 
     def why(self, states: torch.Tensor) -> torch.Tensor:

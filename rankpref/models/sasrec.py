@@ -132,9 +132,10 @@ class SASRec(nn.Module):
             x = block(x, mask)
         return self.final_norm(x) if self.cfg.norm == "pre" else x
 
-    def item_weights(self) -> torch.Tensor:
-        """[num_items + 1, hidden] output item vectors (row 0 = padding)."""
-        return self.item_emb.weight
+    def item_weights(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """[num_items + 1, hidden] output item vectors (row 0 = padding); with ``rows``, only
+        those items' vectors, in that order."""
+        return self.item_emb.weight if rows is None else self.item_emb.weight[rows]
 
     def user_state(self, inputs: torch.Tensor) -> torch.Tensor:
         """State after the last position of each (left-padded) history: [batch, hidden]."""

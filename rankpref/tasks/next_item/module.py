@@ -3,6 +3,8 @@ next-item loss, PULSE's why loss when rationales are given, validation by full r
 
 from __future__ import annotations
 
+import inspect
+
 import lightning as L
 import torch
 
@@ -42,6 +44,8 @@ class NextItemModule(L.LightningModule):
         self.register_buffer("rationale_vectors", rationale_vectors, persistent=False)
         self.register_buffer("owner_rationale", owner_rationale, persistent=False)
         self.why_weight = cfg.pulse.why_weight if hasattr(model, "why_head") else 0.0
+        # models whose item_weights(rows) gives a subset (the built-ins; an added model may not)
+        self._rows_ok = "rows" in inspect.signature(model.item_weights).parameters
 
     def _why_loss(self, states: torch.Tensor, owners: torch.Tensor) -> torch.Tensor | None:
         """InfoNCE between the final state of each user's last window and its rationale."""
@@ -55,15 +59,28 @@ class NextItemModule(L.LightningModule):
                         temperature=self.cfg.pulse.temperature, key_ids=rows[sel])
 
     def training_step(self, batch, batch_idx):
-        weights = self.model.item_weights()
-        all_states = self.model(batch["inputs"], weights)
-        keep = batch["targets"] != 0
-        states, targets = all_states[keep], batch["targets"][keep]
+        inputs, keep = batch["inputs"], batch["targets"] != 0
+        targets = batch["targets"][keep]
         negatives = None
         if self.negatives is not None:
             n = 1 if self.negatives == "one" else self.cfg.loss.num_negatives
             negatives = torch.randint(1, self.num_items + 1, (len(targets), n),
                                       device=targets.device)
+        if negatives is not None and self._rows_ok:
+            # a sampled loss sees only the batch's items: compute just their vectors (on a big
+            # catalogue, PULSE's text projection of every item dominated the step)
+            rows, inverse = torch.unique(torch.cat([
+                torch.zeros(1, dtype=inputs.dtype, device=inputs.device), inputs.flatten(),
+                targets, negatives.flatten()]), sorted=True, return_inverse=True)
+            weights = self.model.item_weights(rows)
+            at = inverse[1:]  # row 0 (padding) is first: it stays index 0
+            inputs = at[:inputs.numel()].view_as(inputs)
+            targets = at[inputs.numel():inputs.numel() + len(targets)]
+            negatives = at[inputs.numel() + len(targets):].view_as(negatives)
+        else:
+            weights = self.model.item_weights()
+        all_states = self.model(inputs, weights)
+        states = all_states[keep]
         loss = self.loss_fn(states, weights, targets, negatives=negatives, exclude=self.exclude)
         if self.why_weight > 0 and self.rationale_vectors is not None and "owners" in batch:
             why = self._why_loss(all_states, batch["owners"])

@@ -58,3 +58,47 @@ def test_fit_trains_with_the_chosen_loss_and_says_so(tmp_path, monkeypatch, capl
                for r in caplog.records)
     saved = (result.artifact / "config.yaml").read_text()
     assert "sampled_softmax" in saved
+
+
+def test_a_sampled_step_computes_only_the_batch_items_and_the_same_loss():
+    """With sampled negatives a step asks the model for the vectors of the items it sees
+    (inputs, targets, negatives) and gives the loss and gradients of the whole-table step."""
+    import torch
+
+    from rankpref.tasks.next_item.models import build_model
+    from rankpref.tasks.next_item.module import NextItemModule
+
+    for name, sizes in (("sasrec", {}), ("pulse", {"text_dim": 8, "why_dim": 8})):
+        cfg = _cfg(f"model.name={name}", "model.hidden=16", "data.max_len=6",
+                   "loss.name=sampled_softmax", "loss.num_negatives=5")
+        torch.manual_seed(0)
+        model = build_model(cfg, 300, **sizes)
+        if name == "pulse":
+            model.set_item_text(torch.randn(301, 8))
+        model.eval()  # no dropout: both paths must agree exactly
+        module = NextItemModule(model, cfg)
+        batch = {"inputs": torch.tensor([[0, 0, 5, 17, 250], [3, 9, 9, 120, 7]]),
+                 "targets": torch.tensor([[0, 0, 17, 250, 11], [9, 9, 120, 7, 299]])}
+        asked = []
+        real = model.item_weights
+
+        def spy(rows=None):
+            asked.append(None if rows is None else rows.clone())
+            return real(rows)
+
+        model.item_weights = spy
+        results = []
+        for subset in (True, False):
+            module._rows_ok = subset
+            model.zero_grad()
+            torch.manual_seed(1)  # the same negatives both times
+            loss = module.training_step(batch, 0)
+            loss.backward()
+            results.append((loss.detach(), [p.grad.clone() for p in model.parameters()
+                                            if p.grad is not None]))
+        rows = asked[0]
+        assert rows is not None and asked[1] is None
+        assert rows[0] == 0 and len(rows) <= 1 + 10 + 8 + 8 * 5 < 301
+        assert torch.allclose(results[0][0], results[1][0], atol=1e-6), name
+        for a, b in zip(results[0][1], results[1][1]):
+            assert torch.allclose(a, b, atol=1e-6), name
