@@ -230,8 +230,9 @@ def create_app(service: Service, limits: Limits | None = None):
         return answer(k, results(ids[0], scores[0]))
 
     def history_of(user_id: str) -> dict:
-        with service.lock:
-            ids = service.rec.user_history(user_id)  # UnknownIdError -> 404
+        # not under service.lock: the first call reads the data (slow on a big catalogue),
+        # and the served model guards that itself
+        ids = service.rec.user_history(user_id)  # UnknownIdError -> 404
         ids = ids[-limits.max_history:]
         return {"user_id": user_id, "history": [
             {"item_id": i, "title": service.info(i).get("title")} for i in ids]}
