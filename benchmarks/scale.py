@@ -15,6 +15,8 @@ others with it:
 * ``sasrec`` / ``pulse``: training steps of SASRec and of PULSE with item text (the library's
   Lightning module, batch 128, max length 50; the loss is what ``choose_loss`` picks: full
   softmax where it fits, else sampled softmax over 256 negatives);
+* ``pulse_whole_table``: PULSE's steps computing every item's vector (text projection
+  included) each step, as before a sampled step computed only the items it sees;
 * ``sasrec_gpu``: the same SASRec steps on a CUDA device when one is visible (else the row
   says it was skipped);
 * ``evaluate``: full-ranking evaluation of the test users (chunked, the default), and at the
@@ -54,7 +56,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-STAGES = ("generate", "prepare", "prepare_in_memory", "sasrec", "sasrec_gpu", "pulse", "evaluate", "evaluate_unchunked", "encode",
+STAGES = ("generate", "prepare", "prepare_in_memory", "sasrec", "sasrec_gpu", "pulse",
+          "pulse_whole_table", "evaluate", "evaluate_unchunked", "encode",
           "index", "serve")
 BATCH, MAX_LEN = 128, 50
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "scale.json"
@@ -212,7 +215,8 @@ def stage_prepare_in_memory(folder: Path, args) -> dict:
             "note": "no cache written"}
 
 
-def _train(folder: Path, model_name: str, args, device: str = "cpu") -> dict:
+def _train(folder: Path, model_name: str, args, device: str = "cpu",
+           whole_table: bool = False) -> dict:
     import torch
 
     from rankpref.data.datasets import prepare
@@ -243,6 +247,8 @@ def _train(folder: Path, model_name: str, args, device: str = "cpu") -> dict:
     if text is not None:
         model.set_item_text(text)
     module = NextItemModule(model, cfg).to(device)
+    if whole_table:  # every item's vector each step, as before sampled steps used a subset
+        module._rows_ok = False
     optimiser = module.configure_optimizers()
     loader = dm.train_dataloader()
     steps = len(loader)
@@ -275,6 +281,10 @@ def _train(folder: Path, model_name: str, args, device: str = "cpu") -> dict:
 
 def stage_sasrec(folder: Path, args) -> dict:
     return _train(folder, "sasrec", args)
+
+
+def stage_pulse_whole_table(folder: Path, args) -> dict:
+    return _train(folder, "pulse", args, whole_table=True)
 
 
 def stage_sasrec_gpu(folder: Path, args) -> dict:
@@ -557,7 +567,7 @@ def report(result: dict) -> str:
         f"{get[(s, 'prepare')]['users']:,} users, {get[(s, 'prepare')]['items']:,} items, "
         f"{get[(s, 'prepare')]['interactions']:,} interactions" if (s, "prepare") in get
         and "users" in get[(s, "prepare")] else "-" for s in sizes) + " | |"]
-    index = ["", "| index | size | build s | bytes | QPS batched (2 threads) | QPS single (1 thread) "
+    index = ["", "| index | interactions | build s | bytes | QPS batched (2 threads) | QPS single (1 thread) "
              "| recall@10 vs Flat |", "|---|---|---|---|---|---|---|"]
     for size in sizes:
         r = get.get((size, "index"))
@@ -598,7 +608,7 @@ def main() -> None:
 
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     stages = args.stages.split(",")
-    rows, started = [], time.perf_counter()
+    rows, started, superseded = [], time.perf_counter(), []
     for size in sizes:
         folder = args.work / str(size)
         folder.mkdir(parents=True, exist_ok=True)
@@ -621,6 +631,9 @@ def main() -> None:
     if args.merge and args.out.exists():
         ran = {(r["interactions_target"], r["stage"]) for r in rows}
         old = json.loads(args.out.read_text())
+        replaced = [r for r in old["rows"] if (r["interactions_target"], r["stage"]) in ran]
+        superseded = old.get("superseded", []) + [{**r, "replaced_on": old.get("date")}
+                                                  for r in replaced]
         rows = [r for r in old["rows"] if (r["interactions_target"], r["stage"]) not in ran] + rows
         rows.sort(key=lambda r: (r["interactions_target"], STAGES.index(r["stage"])))
         sizes = sorted({r["interactions_target"] for r in rows})
@@ -639,6 +652,8 @@ def main() -> None:
         "rows": rows, "growth_exponents": exponents(rows),
         "total_seconds": round(time.perf_counter() - started, 1),
     }
+    if args.merge and superseded:
+        result["superseded"] = superseded  # rows a later run replaced, kept for the record
     write_json(args.out, result)
     plot(rows, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
