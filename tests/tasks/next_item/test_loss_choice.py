@@ -102,3 +102,21 @@ def test_a_sampled_step_computes_only_the_batch_items_and_the_same_loss():
         assert torch.allclose(results[0][0], results[1][0], atol=1e-6), name
         for a, b in zip(results[0][1], results[1][1]):
             assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_draws_covering_much_of_the_catalogue_use_the_whole_table():
+    import torch
+
+    from rankpref.tasks.next_item.models import build_model
+    from rankpref.tasks.next_item.module import NextItemModule
+
+    cfg = _cfg("model.hidden=16", "data.max_len=6", "loss.name=sampled_softmax",
+               "loss.num_negatives=200")
+    model = build_model(cfg, 300)
+    module = NextItemModule(model, cfg)
+    asked = []
+    real = model.item_weights
+    model.item_weights = lambda rows=None: asked.append(rows) or real(rows)
+    batch = {"inputs": torch.tensor([[0, 5, 17]]), "targets": torch.tensor([[5, 17, 250]])}
+    module.training_step(batch, 0)
+    assert asked == [None]  # 3 + 3 + 600 draws > 150: the whole table
