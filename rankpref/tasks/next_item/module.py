@@ -45,7 +45,8 @@ class NextItemModule(L.LightningModule):
         self.register_buffer("owner_rationale", owner_rationale, persistent=False)
         self.why_weight = cfg.pulse.why_weight if hasattr(model, "why_head") else 0.0
         # models whose item_weights(rows) gives a subset (the built-ins; an added model may not)
-        self._rows_ok = "rows" in inspect.signature(model.item_weights).parameters
+        weights = getattr(model, "item_weights", None)
+        self._rows_ok = callable(weights) and "rows" in inspect.signature(weights).parameters
 
     def _why_loss(self, states: torch.Tensor, owners: torch.Tensor) -> torch.Tensor | None:
         """InfoNCE between the final state of each user's last window and its rationale."""
