@@ -172,20 +172,31 @@ def run_config(folder: Path, model: str):
 # ---------------------------------------------------------------------- stages (one process each)
 
 
-def _budgeted(items, budget: float, warmup: int = 2):
-    """Yield from ``items`` until ``budget`` seconds have passed after ``warmup`` of them;
-    returns (done, seconds of the timed part, timed count)."""
-    done, timed, started = 0, 0, None
-    for x in items:
-        yield x
-        done += 1
-        if done == warmup:
-            started = time.perf_counter()
-        elif done > warmup:
-            timed += 1
-            if time.perf_counter() - started > budget:
-                break
-    _budgeted.result = (done, (time.perf_counter() - started) if started else 0.0, timed)
+class Budgeted:
+    """Iterate ``items`` until ``budget`` seconds have passed after the first ``warmup`` of
+    them; afterwards ``done`` (items yielded), ``seconds`` and ``timed`` (the timed part)."""
+
+    def __init__(self, items, budget: float, warmup: int = 2):
+        self.items, self.budget, self.warmup = items, budget, warmup
+        self.done, self.seconds, self.timed = 0, 0.0, 0
+
+    def __iter__(self):
+        started = None
+        for x in self.items:
+            yield x
+            self.done += 1
+            if self.done == self.warmup:
+                started = time.perf_counter()
+            elif self.done > self.warmup:
+                self.timed += 1
+                self.seconds = time.perf_counter() - started
+                if self.seconds > self.budget:
+                    break
+        if started is not None:
+            self.seconds = time.perf_counter() - started
+
+    def per_item(self) -> float:
+        return self.seconds / max(self.timed, 1)
 
 
 def stage_prepare(folder: Path, args) -> dict:
@@ -253,7 +264,8 @@ def _train(folder: Path, model_name: str, args, device: str = "cpu",
     loader = dm.train_dataloader()
     steps = len(loader)
     model.train()
-    for batch in _budgeted(loader, args.budget):
+    steps_run = Budgeted(loader, args.budget)
+    for batch in steps_run:
         batch = {key: value.to(device) for key, value in batch.items()}
         optimiser.zero_grad(set_to_none=True)
         loss = module.training_step(batch, 0)
@@ -261,8 +273,7 @@ def _train(folder: Path, model_name: str, args, device: str = "cpu",
         optimiser.step()
         if device != "cpu":
             torch.cuda.synchronize()
-    done, seconds, timed = _budgeted.result
-    per_step = seconds / max(timed, 1)
+    done, per_step = steps_run.done, steps_run.per_item()
     out = {"loss": cfg.loss.name, "loss_choice": why, "steps_per_epoch": steps,
            "steps_run": done, "seconds_per_step": round(per_step, 4),
            "seconds": round(per_step * steps, 1),
@@ -300,31 +311,22 @@ def stage_pulse(folder: Path, args) -> dict:
 
 
 def _evaluate(folder: Path, args, chunked: bool) -> dict:
-    import torch
-
     import rankpref.tasks.next_item.data as data
-    from rankpref.metrics.ranking import MetricAccumulator, batch_ranks
     from rankpref.settings import set_threads
     from rankpref.tasks.next_item import Recommender
-    from rankpref.tasks.next_item.data import eval_datamodule, row_chunks, score_rows
+    from rankpref.tasks.next_item.data import eval_datamodule, score_rows
+    from rankpref.tasks.next_item.evaluate import evaluate
 
     set_threads(2)
     rec = Recommender.load(folder / "run-sasrec" / "model")
     dm = eval_datamodule(rec.cfg, rec.vocab)
     loader = dm.eval_dataloader("test")
-    rows = score_rows(dm.num_items) if chunked else 10 ** 9
-    acc = MetricAccumulator([10])
-    users = 0
-    with torch.no_grad():
-        for batch in _budgeted(loader, args.budget, warmup=1):
-            for part in row_chunks(batch, rows):
-                scores = rec.model.score_all(part["inputs"])
-                acc.add(batch_ranks(scores, part["history"], part["targets"]))
-                del scores
-            users += len(batch["targets"])
-    done, seconds, timed = _budgeted.result
-    batches = len(loader)
-    per_batch = seconds / max(timed, 1)
+    # the library's evaluation over the batches the budget allows (unchunked: whole batches)
+    run = Budgeted(loader, args.budget, warmup=1)
+    evaluate(lambda b: rec.model.score_all(b["inputs"]), run, ks=[10],
+             num_items=dm.num_items if chunked else None)
+    done, batches, per_batch = run.done, len(loader), run.per_item()
+    rows = score_rows(dm.num_items) if chunked else rec.cfg.train.eval_batch_size
     return {"test_users": len(dm.sets["test"]), "eval_batch_size": rec.cfg.train.eval_batch_size,
             "users_scored_at_once": min(rows, rec.cfg.train.eval_batch_size),
             "score_budget": data.SCORE_BUDGET if chunked else None,
@@ -356,10 +358,11 @@ def stage_encode(folder: Path, args) -> dict:
     chunk = 512
     parts = [texts[i:i + chunk] for i in range(0, len(texts), chunk)]
     vectors = []
-    for part in _budgeted(parts, args.budget, warmup=1):
+    run = Budgeted(parts, args.budget, warmup=1)
+    for part in run:
         vectors.append(encoder.encode(part, "item texts"))
-    done, seconds, timed = _budgeted.result
-    per_text = seconds / max(sum(len(p) for p in parts[1:done]), 1)
+    done = run.done
+    per_text = run.seconds / max(sum(len(p) for p in parts[1:done]), 1)
     full = done >= len(parts)
     if full:  # PULSE then trains on the real text vectors
         table = np.zeros((ds.num_items + 1, encoder.dimension), dtype=np.float32)

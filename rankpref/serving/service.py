@@ -45,22 +45,6 @@ class Service:
     def can(self, feature: str) -> bool:
         return feature not in self.missing
 
-    @property
-    def can_explain(self) -> bool:
-        return self.can("explain")
-
-    @property
-    def can_search_text(self) -> bool:
-        return self.can("text_search")
-
-    @property
-    def explain_missing(self) -> str | None:
-        return self.missing.get("explain")
-
-    @property
-    def text_missing(self) -> str | None:
-        return self.missing.get("text_search")
-
     def info(self, item_id: str) -> dict:
         return self.item_info.get(item_id, {})
 

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
+from live_server import start_server, stop_server  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -62,39 +59,18 @@ def browser():
     driver.quit()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def serve():
     procs = []
 
     def start(artifact: Path) -> str:
-        port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "rankpref.cli", "serve", "--artifact",
-                                 str(artifact), "--port", str(port)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+        proc, url = start_server(artifact)
         procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited: {proc.stderr.read()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    return url
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise AssertionError("server did not start in 120 s")
+        return url
 
     yield start
     for proc in procs:
-        proc.terminate()
-        proc.wait(10)
+        stop_server(proc)
 
 
 @pytest.fixture(scope="module")

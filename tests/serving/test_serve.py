@@ -7,10 +7,10 @@ from __future__ import annotations
 import concurrent.futures as futures
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
+from live_server import start_server, stop_server  # noqa: E402
 
 from rankpref.errors import RankprefError, UnknownIdError  # noqa: E402
 from rankpref.serving.index import ItemIndex  # noqa: E402
@@ -198,7 +199,9 @@ def test_the_page_and_a_known_users_history(client, service, artifact):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'id="search-form"' in page.text and "<script" in page.text
-    assert "http" not in page.text.split("<script", 1)[1].replace("http://", "")  # no CDN
+    # works offline: nothing is fetched from another host (no CDN script, style or font)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page.text)
+    assert "@import" not in page.text and "fetch(\"http" not in page.text
     health = client.get("/health").json()
     assert health["recommend"] and health["users"] and not health["query_explain"]
     assert "SESA can" in health["unavailable"]["query_explain"]
@@ -343,38 +346,11 @@ def test_mismatched_or_truncated_index_is_refused_at_start(artifact, service, tm
 # ----------------------------------------------------------------------------- real uvicorn
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(artifact, *extra) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "rankpref.cli", "serve", "--artifact",
-                             str(artifact), "--port", str(port), "--max-k", "50", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stderr.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not start in 60 s")
-
-
 @pytest.fixture(scope="module")
 def server(artifact):
-    proc, url = _start(artifact)
+    proc, url = start_server(artifact, "--max-k", "50")
     yield url
-    proc.terminate()
-    proc.wait(10)
+    stop_server(proc)
 
 
 def test_real_server_binds_loopback_and_serves_concurrently(server, service):
