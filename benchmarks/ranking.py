@@ -1,14 +1,27 @@
-"""Listwise subjective ranking benchmark: every loss on EmoBank V/A/D and wine quality.
+"""Listwise subjective ranking benchmark: every loss, two scorers and the baselines a user
+tries first, on EmoBank V/A/D, wine quality and a synthesised voice-clip set.
 
 Parts (each merges its results into ``benchmarks/results/ranking.json``):
 
 * ``tune``    RankList settings (list size, margin W, pair set, curriculum, approximation) and
               the list size of every baseline, chosen on the EmoBank *valid* split (valence,
               two selection seeds that are not the reported seeds).
-* ``main``    every loss x 5 seeds on EmoBank valence/arousal/dominance (official split,
-              MiniLM features, cached) and wine quality red/white (fixed 80/10/10 split), with
-              the settings chosen by ``tune``; mean and std of test Kendall tau-b, ranking
-              accuracy and NDCG@10 (valid numbers too).
+* ``main``    every loss (and the pointwise ``mse``) x scorer (``mlp``, ``linear``) x 5 seeds
+              on EmoBank valence/arousal/dominance (official split, MiniLM features, cached),
+              wine quality red/white (fixed 80/10/10 split) and ``clips-pitch`` /
+              ``clips-pleasant`` (300 synthesised 3-second voice-like clips,
+              :mod:`rankpref.data.tones`, eGeMAPS features; below 300 train items, so 5-fold
+              cross-validation: one seed, std over folds), with the settings chosen by
+              ``tune``; mean and std of test Kendall tau-b, ranking accuracy and NDCG@10 (valid
+              too). Beside them, per dataset: ``ridge`` (closed form on the same standardised
+              features, alpha by leave-one-out on train + valid) and ``selected``, the
+              configuration with the best valid Kendall tau (per fold for cross-validation:
+              nested), reported on test.
+* ``margin``  RankList's margin W in {0, 0.1, 0.2, 0.4} on EmoBank valence (3 seeds): test
+              Kendall tau over all test sentences and over the half whose reader ratings agree
+              most / least (reader.csv stdV), to see where W helps.
+* ``clips``   openSMILE eGeMAPS extraction speed on the 300 clips, one thread: clips/s with an
+              empty cache and again from the cache.
 * ``timing``  milliseconds per training step (forward, backward, optimiser step; 16 lists of
               384-d features, MLP 384-256-1) of each loss at list sizes 8, 32 and 128.
 * ``plot``    ``benchmarks/results/ranking.png`` from the JSON.
@@ -46,7 +59,13 @@ from rankpref.io import write_json  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "ranking.json"
 PLOT = ROOT / "benchmarks" / "results" / "ranking.png"
 LOSSES = ("ranknet", "listnet", "listmle", "approxndcg", "lambdaloss", "ranklist")
+POINTWISE = ("mse",)
+SCORERS = {"mlp": {}, "linear": {"model.name": "linear", "train.lr": 0.01}}
+# a linear scorer on standardised features learns slowly at the MLP's 1e-3 (valid tau still
+# rising when patience ran out on the clip folds), so it gets 1e-2
 SEEDS = (0, 1, 2, 3, 4)
+CLIPS = ROOT / ".cache" / "rankpref" / "bench-clips"
+CLIP_COUNT = 300
 SELECTION_SEEDS = (100, 101)
 DATASETS = {
     "emobank-V": (["data.name=emobank", "data.target=V"], [0.0, 0.2]),
@@ -57,7 +76,23 @@ DATASETS = {
     "wine-red": (["data.name=wine-red", "train.epochs=300", "train.patience=20"], [0.0, 2.0]),
     "wine-white": (["data.name=wine-white", "train.epochs=300", "train.patience=20"],
                    [0.0, 2.0]),
+    "clips-pitch": ([f"data.name={CLIPS / 'ratings.csv'}", "data.audio_column=path",
+                     "data.target=pitch", "train.epochs=200", "train.patience=20"], [0.0, 0.4]),
+    "clips-pleasant": ([f"data.name={CLIPS / 'ratings.csv'}", "data.audio_column=path",
+                        "data.target=pleasant", "train.epochs=200", "train.patience=20"],
+                       [0.0, 0.4]),
 }
+KFOLD_DATASETS = ("clips-pitch", "clips-pleasant")
+
+
+def ensure_clips() -> Path:
+    """The synthesised clip set (seeded; written once under .cache, never shipped)."""
+    table = CLIPS / "ratings.csv"
+    if not table.exists():
+        from rankpref.data.tones import write_clips
+
+        write_clips(CLIPS, CLIP_COUNT, seed=0)
+    return table
 BASELINE_LIST_SIZES = (32, 128)
 
 
@@ -140,34 +175,168 @@ def tune(runner: Runner, log, losses=LOSSES, seeds=SELECTION_SEEDS,
             f"{list(seeds)}", "chosen": chosen, "trials": trials}
 
 
+def _summary(runs: list[dict], name: str, loss: str, scorer: str, settings: dict,
+             seeds) -> dict:
+    summary = {"dataset": name, "loss": loss, "model": scorer, "settings": settings,
+               "split": runs[0]["split"], "protocol": runs[0].get("protocol", "split"),
+               "source": runs[0]["source"], "target": runs[0]["target"], "seeds": list(seeds)}
+    kfold = runs[0].get("protocol") == "kfold"
+    for split in ("valid", "test"):
+        keys = [k for k, v in runs[0][split].items() if isinstance(v, float)]
+        if kfold:  # one seed: mean and std over the folds
+            summary[split] = {k: {"mean": runs[0][split][k], "std": runs[0][f"{split}_std"][k],
+                                  "n": runs[0]["folds"]} for k in keys}
+        else:
+            summary[split] = {k: _mean_std([r[split][k] for r in runs]) for k in keys}
+        summary[split]["items"] = runs[0][split]["items"]
+    summary["train_seconds"] = _mean_std([r["train_seconds"] for r in runs])
+    summary["best_epoch"] = [r["best_epoch"] for r in runs]
+    if kfold:
+        summary["folds"] = [{"fold": f["fold"], "valid_kendall_tau": f["valid"]["kendall_tau"],
+                             "test_kendall_tau": f["test"]["kendall_tau"]}
+                            for f in runs[0]["fold_results"]]
+        summary["ridge_folds"] = [f["ridge"]["test"]["kendall_tau"]
+                                  for f in runs[0]["fold_results"]]
+    summary["runs"] = [{"seed": s, "valid_kendall_tau": r["valid"]["kendall_tau"],
+                        "test_kendall_tau": r["test"]["kendall_tau"]}
+                       for s, r in zip(seeds, runs)]
+    summary["ridge"] = runs[0]["baselines"]["ridge"]
+    return summary
+
+
+def select(rows: dict) -> dict:
+    """The configuration a user gets by choosing on valid Kendall tau: over seeds' means for
+    one split; per fold (nested: the test fold never chooses) for cross-validation."""
+    first = next(iter(rows.values()))
+    if first.get("protocol") == "kfold":
+        picks = []
+        for f in range(len(first["folds"])):
+            key = max(rows, key=lambda k: rows[k]["folds"][f]["valid_kendall_tau"])
+            picks.append({"fold": f, "chosen": key,
+                          "test_kendall_tau": rows[key]["folds"][f]["test_kendall_tau"]})
+        tau = _mean_std([p["test_kendall_tau"] for p in picks])
+        return {"selected_on": "valid kendall_tau per fold (nested)", "per_fold": picks,
+                "test": {"kendall_tau": tau}}
+    key = max(rows, key=lambda k: rows[k]["valid"]["kendall_tau"]["mean"])
+    return {"selected_on": "valid kendall_tau, mean over seeds", "chosen": key,
+            "valid": {"kendall_tau": rows[key]["valid"]["kendall_tau"]},
+            "test": rows[key]["test"]}
+
+
+def ridge_row(rows: dict) -> dict:
+    first = next(iter(rows.values()))
+    ridge = first["ridge"]
+    if first.get("protocol") == "kfold":
+        return {"model": "ridge", "alpha": ridge["alpha"], "fit_on": ridge["fit_on"],
+                "test": {"kendall_tau": _mean_std(first["ridge_folds"])}}
+    test = {k: {"mean": v, "std": 0.0, "n": 1} for k, v in ridge["test"].items()
+            if isinstance(v, float)}
+    return {"model": "ridge", "alpha": ridge["alpha"], "fit_on": ridge["fit_on"],
+            "note": "closed form on a fixed split: no seed variance", "test": test}
+
+
 def main_part(runner: Runner, datasets: list[str], chosen: dict, log, losses=LOSSES,
-              seeds=SEEDS) -> dict:
+              seeds=SEEDS, scorers=tuple(SCORERS)) -> dict:
     out = {}
     for name in datasets:
         base, margins = DATASETS[name]
+        if name in KFOLD_DATASETS:
+            ensure_clips()
+        use_seeds = seeds[:1] if name in KFOLD_DATASETS else seeds
         out[name] = {}
-        for loss in losses:
-            settings = {"loss.name": loss, **chosen.get(loss, {})}
-            runs = []
-            for seed in seeds:
-                m = runner.fit(base, settings, seed, margins)
-                runs.append(m)
-                log(f"{name} {loss} seed {seed}: valid tau {m['valid']['kendall_tau']:.4f} "
-                    f"test tau {m['test']['kendall_tau']:.4f} ({m['train_seconds']:.1f} s)")
-            summary = {"dataset": name, "loss": loss, "model": "mlp", "settings": settings,
-                       "split": runs[0]["split"], "source": runs[0]["source"],
-                       "target": runs[0]["target"], "seeds": list(seeds)}
-            for split in ("valid", "test"):
-                keys = [k for k, v in runs[0][split].items() if isinstance(v, float)]
-                summary[split] = {k: _mean_std([r[split][k] for r in runs]) for k in keys}
-                summary[split]["items"] = runs[0][split]["items"]
-            summary["train_seconds"] = _mean_std([r["train_seconds"] for r in runs])
-            summary["best_epoch"] = [r["best_epoch"] for r in runs]
-            summary["runs"] = [{"seed": s, "valid_kendall_tau": r["valid"]["kendall_tau"],
-                                "test_kendall_tau": r["test"]["kendall_tau"]}
-                               for s, r in zip(seeds, runs)]
-            out[name][loss] = summary
+        for loss in tuple(losses) + POINTWISE:
+            for scorer in scorers:
+                settings = {"loss.name": loss, **chosen.get(loss, {}), **SCORERS[scorer]}
+                runs = []
+                for seed in use_seeds:
+                    m = runner.fit(base, settings, seed, margins)
+                    runs.append(m)
+                    log(f"{name} {loss}/{scorer} seed {seed}: valid tau "
+                        f"{m['valid']['kendall_tau']:.4f} test tau "
+                        f"{m['test']['kendall_tau']:.4f} ({m['train_seconds']:.1f} s)")
+                key = loss if scorer == "mlp" else f"{loss}/{scorer}"
+                out[name][key] = _summary(runs, name, loss, scorer, settings, use_seeds)
+        out[name]["ridge"] = ridge_row({k: v for k, v in out[name].items()})
+        out[name]["selected"] = select({k: v for k, v in out[name].items()
+                                        if k not in ("ridge", "selected")})
+        log(f"{name}: selected {out[name]['selected'].get('chosen', 'per fold')} test tau "
+            f"{out[name]['selected']['test']['kendall_tau']['mean']:.4f}; ridge "
+            f"{out[name]['ridge']['test']['kendall_tau']['mean']:.4f}")
     return out
+
+
+def margin_part(runner: Runner, chosen: dict, log, seeds=(0, 1, 2)) -> dict:
+    """RankList's W on EmoBank valence, overall and by how much the readers agreed."""
+    import polars as pl
+
+    from rankpref.data import rated
+    from rankpref.metrics.correlation import kendall_tau_b
+    from rankpref.settings import data_dir
+    from rankpref.tasks.rank import fit, load_config, load_data
+    from rankpref.tasks.rank.evaluate import scores
+
+    base, margins = DATASETS["emobank-V"]
+    reader = pl.read_csv(data_dir() / "emobank" / "reader.csv", infer_schema_length=None)
+    std_by_id = dict(zip(reader["id"].to_list(), reader["stdV"].cast(pl.Float64).to_list()))
+    out = {}
+    for w in (0.0, 0.1, 0.2, 0.4):
+        settings = {**chosen.get("ranklist", {}), "loss.name": "ranklist", "loss.margin": w}
+        rows = []
+        for seed in seeds:
+            cfg = load_config(None, base + _overrides(settings) + [f"train.seed={seed}"] +
+                              runner.extra)
+            key = json.dumps(cfg.data.model_dump(), sort_keys=True)
+            if key not in runner.pools:
+                runner.pools[key] = load_data(cfg.data)
+            pool = runner.pools[key]
+            result = fit(cfg, data=pool, write=False)
+            test = pool.part("test")
+            stats = rated.feature_stats(pool.part("train").features)
+            pred = scores(result.model, rated.standardize(test.features, stats))
+            std = np.array([std_by_id.get(i, np.nan) for i in test.ids])
+            cut = np.nanmedian(std)
+            agree, disagree = std <= cut, std > cut
+            rows.append({"seed": seed, "all": kendall_tau_b(pred, test.labels),
+                         "readers_agree": kendall_tau_b(pred[agree], test.labels[agree]),
+                         "readers_disagree": kendall_tau_b(pred[disagree],
+                                                           test.labels[disagree]),
+                         "valid": result.metrics["valid"]["kendall_tau"]})
+            log(f"margin W={w:g} seed {seed}: {rows[-1]}")
+        out[f"W={w:g}"] = {k: _mean_std([r[k] for r in rows])
+                           for k in ("all", "readers_agree", "readers_disagree", "valid")}
+        out[f"W={w:g}"]["runs"] = rows
+    return {"dataset": "emobank-V", "split": "official test", "std_source": "reader.csv stdV "
+            "(split at its median over the test sentences)", "seeds": list(seeds),
+            "results": out}
+
+
+def clips_part(log) -> dict:
+    """eGeMAPS extraction speed, one thread, cold cache then warm."""
+    import shutil
+    import tempfile
+
+    import polars as pl
+
+    from rankpref.data.clips import MediaFeatures
+
+    table = ensure_clips()
+    paths = [CLIPS / p for p in pl.read_csv(table)["path"].to_list()]
+    cache = Path(tempfile.mkdtemp(prefix="clip-cache-"))
+    try:
+        out = {}
+        for run in ("cold", "cached"):
+            media = MediaFeatures("eGeMAPSv02", cache_dir=cache, progress=False)
+            start = time.perf_counter()
+            matrix, names, report = media.features(paths)
+            seconds = time.perf_counter() - start
+            out[run] = {"clips": len(paths), "seconds": round(seconds, 3),
+                        "clips_per_second": round(len(paths) / seconds, 1),
+                        "computed": report.computed, "from_cache": report.cached}
+            log(f"clips {run}: {out[run]}")
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    return {"extractor": "opensmile eGeMAPSv02 functionals (88)", "clip_seconds": 3.0,
+            "sample_rate": 16000, "threads": 1, **out}
 
 
 def timing_part(log, repeats: int = 30, warmup: int = 5) -> dict:
@@ -284,7 +453,8 @@ def table_part(results: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["tune", "main", "timing", "plot"],
-                        choices=["tune", "main", "timing", "plot", "table"])
+                        choices=["tune", "main", "margin", "clips", "timing", "plot",
+                                 "table"])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--log", default=None, help="also append progress lines here")
     parser.add_argument("--output", type=Path, default=RESULTS,
@@ -293,6 +463,7 @@ def main() -> None:
                         help="losses to tune and run (default: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
                         help="seeds of the main part")
+    parser.add_argument("--scorers", nargs="+", default=list(SCORERS), choices=list(SCORERS))
     parser.add_argument("--selection-seeds", type=int, nargs="+", default=list(SELECTION_SEEDS),
                         help="seeds of the tune part")
     parser.add_argument("--grid-limit", type=int, default=None,
@@ -333,8 +504,15 @@ def main() -> None:
             raise SystemExit("run --parts tune first (the settings are chosen on valid)")
         for name in args.datasets:  # keep the losses of an earlier run that this one skips
             results.setdefault("main", {}).setdefault(name, {}).update(
-                main_part(runner, [name], chosen, log, args.losses, args.seeds)[name])
+                main_part(runner, [name], chosen, log, args.losses, args.seeds,
+                          args.scorers)[name])
             save()
+    if "margin" in args.parts:
+        results["margin"] = margin_part(runner, results.get("tune", {}).get("chosen", {}), log)
+        save()
+    if "clips" in args.parts:
+        results["clips"] = clips_part(log)
+        save()
     if "timing" in args.parts:
         results["timing"] = timing_part(log)
         save()

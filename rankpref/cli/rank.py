@@ -14,8 +14,14 @@ from rankpref.cli.common import (CONFIG_OPT, SET_OPT, check_output, friendly, ov
 rank_app = typer.Typer(no_args_is_help=True, help="Rank items by subjective ratings.")
 
 
-def _print_split(name: str, metrics: dict) -> None:
-    print_metrics(f"{name} ({metrics.get('items', '?')} items)", metrics)
+def _print_split(name: str, metrics: dict, std: dict | None = None) -> None:
+    if not std:
+        print_metrics(f"{name} ({metrics.get('items', '?')} items)", metrics)
+        return
+    typer.echo(f"{name} ({metrics.get('items', '?')} items, mean ± std over folds)")
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            typer.echo(f"  {key:<18} {value:.4f} ± {std.get(key, float('nan')):.4f}")
 
 
 @rank_app.command("fit")
@@ -24,12 +30,20 @@ def fit(data: Optional[str] = typer.Option(None, help="emobank, wine-red, wine-w
                                            "*-slice, or a CSV/TSV/parquet path"),
         target: Optional[str] = typer.Option(None, help="label column (EmoBank: V, A or D)"),
         loss: Optional[str] = typer.Option(None, help="ranklist (default), ranknet, listnet, "
-                                           "listmle, approxndcg, lambdaloss"),
+                                           "listmle, approxndcg, lambdaloss, mse"),
         text_column: Optional[str] = typer.Option(None, help="encode this text column"),
         feature_columns: Optional[str] = typer.Option(None, help="comma-separated numeric "
                                                       "feature columns"),
         embeddings: Optional[Path] = typer.Option(None, help=".npy/.parquet features, one "
                                                   "row per table row"),
+        audio_column: Optional[str] = typer.Option(None, help="column of audio files "
+                                                   "(wav/flac/mp3, relative to the table)"),
+        audio_features: Optional[str] = typer.Option(None, help="eGeMAPSv02 (default), "
+                                                     "ComParE_2016, or an audio model folder"),
+        image_column: Optional[str] = typer.Option(None, help="column of image files"),
+        image_model: Optional[str] = typer.Option(None, help="image model folder (needed "
+                                                  "with --image-column)"),
+        model: Optional[str] = typer.Option(None, help="scorer: mlp (default) or linear"),
         margin: Optional[float] = typer.Option(None, help="W: list sampling and RankList "
                                                "pair margin"),
         list_size: Optional[int] = typer.Option(None, help="items per training list"),
@@ -51,6 +65,9 @@ def fit(data: Optional[str] = typer.Option(None, help="emobank, wine-red, wine-w
         [("data.name", data), ("data.target", target), ("loss.name", loss),
          ("data.text_column", text_column), ("data.embeddings", embeddings),
          ("data.feature_columns", cols), ("lists.list_size", list_size),
+         ("data.audio_column", audio_column), ("data.audio_features", audio_features),
+         ("data.image_column", image_column), ("data.image_model", image_model),
+         ("model.name", model),
          ("train.epochs", epochs), ("train.seed", seed), ("output_dir", out),
          ("lists.margin", margin), ("loss.margin", margin)], set_))
     result = rank.fit(cfg)
@@ -59,8 +76,14 @@ def fit(data: Optional[str] = typer.Option(None, help="emobank, wine-red, wine-w
                f"loss {metrics['loss']}: best epoch {metrics['best_epoch']} of "
                f"{metrics['epochs_run']} ({metrics['selected_on']}), "
                f"{metrics['train_seconds']:.1f} s")
-    _print_split("valid", metrics["valid"])
-    _print_split("test", metrics["test"])
+    typer.echo(f"protocol: {metrics['split']}")
+    _print_split("valid", metrics["valid"], metrics.get("valid_std"))
+    _print_split("test", metrics["test"], metrics.get("test_std"))
+    ridge = metrics.get("baselines", {}).get("ridge")
+    if ridge:
+        tau, std = ridge["test"]["kendall_tau"], ridge.get("test_std", {}).get("kendall_tau")
+        typer.echo(f"baseline: ridge on the same features (fit on {ridge['fit_on']}), test "
+                   f"kendall_tau {tau:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
     typer.echo(f"artifact: {result.artifact}")
     if plot:
         from rankpref.plots import plot_history

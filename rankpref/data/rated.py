@@ -6,7 +6,10 @@ rating), optionally a rater id, a rating std and a split name. Feature sources:
 * text through :class:`rankpref.text.TextEncoder` (``text_column``; EmoBank),
 * numeric columns of any CSV/TSV/parquet table (``feature_columns``; wine, or eGeMAPS
   functionals exported by openSMILE),
-* precomputed embeddings, a ``.npy`` matrix or a parquet file (one row per item, in table order).
+* precomputed embeddings, a ``.npy`` matrix or a parquet file (one row per item, in table order),
+* audio clips or images named by a column (``audio_column`` / ``image_column``), through
+  :mod:`rankpref.data.clips` (openSMILE functionals or a local model; refused files drop their
+  rows and are named).
 
 Built-in names (:func:`resolve_source`): ``emobank`` / ``wine-red`` / ``wine-white`` read the
 full shared data under :func:`rankpref.settings.data_dir` when it is there and the shipped slices
@@ -23,6 +26,7 @@ are drawn within each rater. Everything is seeded.
 from __future__ import annotations
 
 import bisect
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -57,6 +61,12 @@ class SourceSpec:
     feature_columns: tuple[str, ...] | None = None
     split_column: str | None = None
     id_column: str | None = None
+    audio_column: str | None = None
+    image_column: str | None = None
+
+    @property
+    def media_column(self) -> str | None:
+        return self.audio_column or self.image_column
 
 
 WINE_FEATURES = ("fixed acidity", "volatile acidity", "citric acid", "residual sugar",
@@ -79,7 +89,9 @@ BUILTIN_NAMES = tuple(_BUILTIN) + tuple(f"{n}-slice" for n in _BUILTIN)
 
 def resolve_source(name: str, target: str | None = None, text_column: str | None = None,
                    feature_columns: Sequence[str] | None = None,
-                   split_column: str | None = None, id_column: str | None = None) -> SourceSpec:
+                   split_column: str | None = None, id_column: str | None = None,
+                   audio_column: str | None = None,
+                   image_column: str | None = None) -> SourceSpec:
     """A built-in dataset name or a path to a table, with explicit settings taking precedence."""
     base = name[: -len("-slice")] if name.endswith("-slice") else name
     if base in _BUILTIN:
@@ -96,12 +108,19 @@ def resolve_source(name: str, target: str | None = None, text_column: str | None
             raise DataError(f"no such file, and not a built-in dataset "
                             f"({', '.join(BUILTIN_NAMES)})", path=name)
         settings = {}
+    if audio_column and image_column:
+        raise DataError("give an audio column or an image column, not both", path=path)
     explicit = dict(target=target, text_column=text_column, split_column=split_column,
-                    id_column=id_column,
+                    id_column=id_column, audio_column=audio_column, image_column=image_column,
                     feature_columns=tuple(feature_columns) if feature_columns else None)
     for key, value in explicit.items():
         if value is not None:
             settings[key] = value
+    if audio_column or image_column:  # a media column replaces a built-in feature source
+        if text_column is None:
+            settings.pop("text_column", None)
+        if feature_columns is None:
+            settings.pop("feature_columns", None)
     if text_column is not None and feature_columns is None:
         settings.pop("feature_columns", None)
     if feature_columns is not None and text_column is None:
@@ -123,6 +142,7 @@ class RatedPool:
     std: np.ndarray | None = None
     feature_names: list[str] = field(default_factory=list)
     source: str = ""
+    media: dict | None = None  # what happened to the files of a media column
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -132,7 +152,7 @@ class RatedPool:
             return None if a is None else a[mask]
         return RatedPool(self.features[mask], self.labels[mask], self.ids[mask],
                          take(self.split), take(self.raters), take(self.std),
-                         list(self.feature_names), self.source)
+                         list(self.feature_names), self.source, self.media)
 
     def part(self, name: str) -> "RatedPool":
         if self.split is None:
@@ -251,11 +271,36 @@ def table_features(df: pl.DataFrame, path, *, text_column: str | None = None,
     return np.asarray(encoder.encode(texts), dtype=np.float32), [f"{text_column}:{getattr(encoder, 'model_id', 'encoder')}"]
 
 
+def media_features(df: pl.DataFrame, path, column: str, media, *,
+                   allow_outside: bool = False) -> tuple[np.ndarray, list[str], dict]:
+    """Features of the files a column names (:class:`rankpref.data.clips.MediaFeatures`):
+    ``[n, d]`` with NaN rows for refused files, the names, and the report. Each refused file
+    is named on stderr; none usable is an error."""
+    from rankpref.data.clips import resolve_paths
+
+    _require(df, [column], path)
+    paths = resolve_paths(df[column].cast(pl.String).to_list(), Path(path), column,
+                          allow_outside=allow_outside)
+    matrix, names, report = media.features(paths)
+    for row, why in list(report.refused.items())[:20]:
+        sys.stderr.write(f"skipped {why} ({path} line {row + 2})\n")
+    if len(report.refused) > 20:
+        sys.stderr.write(f"... and {len(report.refused) - 20} more skipped files\n")
+    if len(report.refused) == len(paths):
+        raise DataError(f"none of the {len(paths)} files in column {column!r} is usable "
+                        f"(first: {next(iter(report.refused.values()))})", path=path,
+                        field=column)
+    return matrix, names, report.as_dict()
+
+
 def load_pool(spec: SourceSpec, *, embeddings: str | Path | None = None, encoder=None,
+              media=None, allow_outside: bool = False,
               rater_column: str | None = None, std_column: str | None = None,
               split_seed: int = 0, fractions: tuple[float, float] = (0.1, 0.1)) -> RatedPool:
     """Read a table into a :class:`RatedPool` with a split (the table's own split column, or a
-    fixed seeded train/valid/test split with ``fractions`` = (valid, test))."""
+    fixed seeded train/valid/test split with ``fractions`` = (valid, test)). With a media
+    column, rows whose file is refused are left out (the split is drawn over the whole table
+    first, so a refused file never moves other rows between splits)."""
     df = read_frame(spec.path)
     path = spec.path
     _require(df, [spec.target], path)
@@ -263,10 +308,18 @@ def load_pool(spec: SourceSpec, *, embeddings: str | Path | None = None, encoder
     if np.ptp(labels) == 0:
         raise DataError(f"all {labels.size} labels equal {labels[0]:g}: nothing to rank",
                         path=path, field=spec.target)
-    features, names = table_features(
-        df, path, text_column=None if embeddings is not None else spec.text_column,
-        feature_columns=None if embeddings is not None or spec.text_column else
-        spec.feature_columns, embeddings=embeddings, encoder=encoder)
+    report = None
+    if spec.media_column and embeddings is None:
+        if media is None:
+            raise DataError(f"column {spec.media_column!r} names files but no feature "
+                            "extractor was given", path=path)
+        features, names, report = media_features(df, path, spec.media_column, media,
+                                                 allow_outside=allow_outside)
+    else:
+        features, names = table_features(
+            df, path, text_column=None if embeddings is not None else spec.text_column,
+            feature_columns=None if embeddings is not None or spec.text_column else
+            spec.feature_columns, embeddings=embeddings, encoder=encoder)
     ids = (df[spec.id_column].cast(pl.String).to_numpy() if spec.id_column
            and spec.id_column in df.columns else np.arange(df.height).astype(str))
     if spec.split_column and spec.split_column in df.columns:
@@ -281,7 +334,13 @@ def load_pool(spec: SourceSpec, *, embeddings: str | Path | None = None, encoder
     if std_column:
         _require(df, [std_column], path)
         std = _numeric(df, std_column, path)
-    return RatedPool(features, labels, ids, split, raters, std, names, str(path))
+    pool = RatedPool(features, labels, ids, split, raters, std, names, str(path), report)
+    if report is not None and report["refused"]:
+        pool = pool.subset(~np.isnan(features).any(axis=1))
+        if np.ptp(pool.labels) == 0:
+            raise DataError("all labels of the usable files are equal: nothing to rank",
+                            path=path, field=spec.target)
+    return pool
 
 
 def _split_column(df: pl.DataFrame, column: str, path) -> np.ndarray:

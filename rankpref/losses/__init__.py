@@ -2,7 +2,8 @@
 
 * ``next_item`` (:mod:`~rankpref.losses.next_item`): ce, bce, sampled_softmax.
 * ``listwise`` (:mod:`~rankpref.losses.listwise`): ranknet, listnet, listmle, approxndcg,
-  lambdaloss, ranklist; ``[batch, list_size]`` with an explicit padding value.
+  lambdaloss, ranklist, and the pointwise mse; ``[batch, list_size]`` with an explicit padding
+  value.
 * ``contrastive`` (:mod:`~rankpref.losses.contrastive`): info_nce.
 * ``concepts`` (:mod:`~rankpref.losses.concept`): infonce (graded), concept_bce.
 """

@@ -18,6 +18,8 @@ Losses (allRank conventions unless noted):
 * :func:`lambda_loss`  LambdaLoss (Wang et al., CIKM 2018) with the NDCG-Loss2++ weights
   (or the LambdaRank weights), ranks taken from the current scores.
 * :func:`ranklist_loss`  RankList, as implemented here (formulation below).
+* :func:`mse_loss`  the pointwise baseline: mean squared error between scores and labels over
+  every real item (a regression on the ratings, trained through the same lists).
 
 RankList formulation used by rankpref
 -------------------------------------
@@ -299,7 +301,17 @@ def ranklist_loss(scores: torch.Tensor, labels: torch.Tensor,
     return per_list[keep].mean()
 
 
+def mse_loss(scores: torch.Tensor, labels: torch.Tensor,
+             padding_value: float = PADDING_VALUE) -> torch.Tensor:
+    """Pointwise regression: mean of ``(s_i - y_i)^2`` over the real items of the batch."""
+    scores, labels, valid, _ = _prepare(scores, labels, padding_value)
+    if not valid.any():
+        return _zero(scores)
+    return ((scores - labels) ** 2)[valid].mean()
+
+
 for _name, _fn in (("ranknet", ranknet_loss), ("listnet", listnet_loss),
                   ("listmle", listmle_loss), ("approxndcg", approx_ndcg_loss),
-                  ("lambdaloss", lambda_loss), ("ranklist", ranklist_loss)):
+                  ("lambdaloss", lambda_loss), ("ranklist", ranklist_loss),
+                  ("mse", mse_loss)):
     LOSSES.register(_name, _fn, group="listwise")

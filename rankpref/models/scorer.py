@@ -48,3 +48,30 @@ class MLPScorer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
+
+
+@dataclass
+class LinearConfig:
+    input_dim: int
+    dropout: float = 0.0  # on the inputs, a regulariser beside weight decay
+
+    def __post_init__(self):
+        if self.input_dim < 1:
+            raise ValueError(f"input_dim must be >= 1, got {self.input_dim}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@MODELS.register("linear", group="rank", config=LinearConfig, fixed=("input_dim",))
+class LinearScorer(nn.Module):
+    """``[..., input_dim] -> [...]``: ``w . x + b``, the scorer small pools need (its weight
+    decay plays ridge's alpha)."""
+
+    def __init__(self, cfg: LinearConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.linear = nn.Linear(cfg.input_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.dropout(x)).squeeze(-1)

@@ -20,9 +20,9 @@ def test_built_ins_are_registered_by_group():
 
     assert MODELS.get("sasrec", "next_item") is SASRec
     assert set(MODELS.names("next_item")) >= {"sasrec", "pulse"}
-    assert MODELS.names("rank") == ["mlp"]
+    assert MODELS.names("rank") == ["mlp", "linear"]
     assert set(LOSSES.names("listwise")) == {"ranknet", "listnet", "listmle", "approxndcg",
-                                              "lambdaloss", "ranklist"}
+                                              "lambdaloss", "ranklist", "mse"}
     assert set(TASKS.names()) == {"next_item", "rank", "sesa"}
 
 

@@ -35,6 +35,11 @@ def ref_ranknet(scores, labels):
     return float(np.mean(terms))
 
 
+def ref_mse(scores, labels):
+    sq = [(si - yi) ** 2 for s, y in _lists(scores, labels) for si, yi in zip(s, y)]
+    return float(np.mean(sq))  # every real item counts, even alone in its list
+
+
 def ref_listnet(scores, labels):
     out = [-(softmax(y) * log_softmax(s)).sum() for s, y in _lists(scores, labels) if len(y) >= 2]
     return float(np.mean(out))
@@ -153,6 +158,7 @@ CASES = [
     ("ranklist", ref_ranklist, {"pairs": "skip", "skips": (2, 3)}),
     ("ranklist", ref_ranklist, {"margin": 0.8, "max_skip": 3, "approx": "lse",
                                 "normalize": False}),
+    ("mse", ref_mse, {}),
 ]
 
 
@@ -192,6 +198,11 @@ def test_all_padding_gives_zero_loss_with_gradient():
     labels = torch.full((2, 4), PAD)
     labels[0, 0] = 3.0  # a single real item: nothing to rank
     for name, fn in ((e.name, e.obj) for e in LOSSES.entries("listwise")):
+        if name == "mse":  # pointwise: one real item is a regression target; none is nothing
+            labels_ = torch.full((2, 4), PAD)
+            assert fn(scores, labels_).item() == 0.0
+            assert fn(scores, labels).item() > 0.0
+            continue
         loss = fn(scores, labels)
         assert loss.item() == 0.0, name
         loss.backward()

@@ -37,8 +37,30 @@ class RankDataConfig(Strict):
     test_fraction: float = Field(0.1, gt=0, lt=1)
     text_model: str | None = Field(None, description="sentence-transformers model; default "
                                    "the bundled all-MiniLM-L6-v2")
+    audio_column: str | None = Field(None, description="column of audio file paths "
+                                     "(relative to the table)")
+    audio_features: str = Field("eGeMAPSv02", description="eGeMAPSv02, ComParE_2016 "
+                                "(openSMILE functionals) or a Hugging Face audio model folder")
+    image_column: str | None = Field(None, description="column of image file paths")
+    image_model: str | None = Field(None, description="Hugging Face image model folder "
+                                    "(needed with image_column)")
+    min_clip_seconds: float = Field(0.5, gt=0, description="shorter clips are refused")
+    allow_outside_paths: bool = Field(False, description="let file paths leave the table's "
+                                      "folder tree")
     cache_dir: str = ".cache/rankpref"
     standardize: bool = True
+
+    @model_validator(mode="after")
+    def _media(self):
+        problems = []
+        if self.audio_column and self.image_column:
+            problems.append(("audio_column", "give audio_column or image_column, not both"))
+        if self.image_column and not self.image_model:
+            problems.append(("image_model", "image_column needs image_model, a local model "
+                             "folder (no image weights ship offline)"))
+        if problems:
+            raise FieldProblems(problems)
+        return self
 
 
 class RankModelSection(BaseModel):
@@ -61,7 +83,7 @@ class RankModelSection(BaseModel):
 
 class RankLossConfig(Strict):
     name: str = Field("ranklist", description="a registered listwise loss: ranknet, listnet, "
-                      "listmle, approxndcg, lambdaloss, ranklist")
+                      "listmle, approxndcg, lambdaloss, ranklist, or mse (pointwise)")
     # RankList options (ignored by the other losses)
     pairs: Literal["local", "nonlocal", "skip"] = "nonlocal"
     skips: list[int] | None = None
@@ -93,7 +115,9 @@ class RankListsConfig(Strict):
     margin: float = Field(0.0, ge=0, description="sample only lists whose neighbours differ "
                           "by at least this")
     lists_per_epoch: int | None = Field(None, ge=1, description="default: train items / "
-                                        "list size")
+                                        "list size, and at least min_steps batches")
+    min_steps: int = Field(8, ge=1, description="optimiser steps per epoch at least (a small "
+                           "pool would otherwise get one step an epoch)")
     per_rater: bool = Field(True, description="lists within one rater when rater ids exist")
 
 
@@ -112,6 +136,14 @@ class RankEvalConfig(Strict):
     list_size: int = Field(32, ge=2, description="size of the seeded test lists for NDCG@k")
     monitor: Literal["kendall_tau", "spearman"] = Field(
         "kendall_tau", description="valid metric that selects the epoch")
+    protocol: Literal["auto", "split", "kfold"] = Field(
+        "auto", description="split: one train/valid/test split; kfold: k-fold cross-"
+        "validation over every item; auto: kfold when the train split has fewer than "
+        "kfold_below items and the table has no split column of its own")
+    folds: int = Field(5, ge=3, description="k of kfold")
+    kfold_below: int = Field(300, ge=0)
+    baseline: bool = Field(True, description="also fit ridge regression on the same "
+                           "features and report it beside the model")
 
 
 class RankConfig(Strict):

@@ -24,17 +24,32 @@ def make_encoder(cfg: RankDataConfig, progress: bool = False) -> TextEncoder:
                        progress=progress)
 
 
+def make_media(cfg: RankDataConfig, progress: bool = True):
+    """The cached feature extractor of the config's audio or image column."""
+    from rankpref.data.clips import MediaFeatures
+
+    if cfg.image_column:
+        return MediaFeatures(cfg.image_model, kind="image",
+                             cache_dir=Path(cfg.cache_dir) / "media", progress=progress)
+    return MediaFeatures(cfg.audio_features, kind="audio", cache_dir=Path(cfg.cache_dir) /
+                         "media", min_seconds=cfg.min_clip_seconds, progress=progress)
+
+
 def source_spec(cfg: RankDataConfig) -> rated.SourceSpec:
     return rated.resolve_source(cfg.name, target=cfg.target, text_column=cfg.text_column,
                                 feature_columns=cfg.feature_columns,
-                                split_column=cfg.split_column, id_column=cfg.id_column)
+                                split_column=cfg.split_column, id_column=cfg.id_column,
+                                audio_column=cfg.audio_column, image_column=cfg.image_column)
 
 
-def load_data(cfg: RankDataConfig, encoder=None) -> rated.RatedPool:
+def load_data(cfg: RankDataConfig, encoder=None, media=None) -> rated.RatedPool:
     spec = source_spec(cfg)
     if spec.text_column and cfg.embeddings is None and encoder is None:
         encoder = make_encoder(cfg)
-    pool = rated.load_pool(spec, embeddings=cfg.embeddings, encoder=encoder,
+    if spec.media_column and cfg.embeddings is None and media is None:
+        media = make_media(cfg)
+    pool = rated.load_pool(spec, embeddings=cfg.embeddings, encoder=encoder, media=media,
+                           allow_outside=cfg.allow_outside_paths,
                            rater_column=cfg.rater_column, std_column=cfg.std_column,
                            split_seed=cfg.split_seed,
                            fractions=(cfg.valid_fraction, cfg.test_fraction))
@@ -64,9 +79,10 @@ class ListDataModule(DataModule):
 
     def train_dataset(self) -> TensorDataset:
         cfg, train = self.cfg, self.parts["train"]
+        num_lists = cfg.lists.lists_per_epoch or max(
+            -(-len(train) // cfg.lists.list_size), cfg.lists.min_steps * cfg.train.batch_size)
         lists, stats = rated.sample_lists(
-            train.labels, cfg.lists.list_size, margin=cfg.lists.margin,
-            num_lists=cfg.lists.lists_per_epoch, seed=cfg.train.seed * 100003 + self.epoch(),
+            train.labels, cfg.lists.list_size, margin=cfg.lists.margin, num_lists=num_lists, seed=cfg.train.seed * 100003 + self.epoch(),
             groups=train.raters if cfg.lists.per_rater else None)
         if stats.lists == 0:
             raise DataError(f"no usable training list (margin {cfg.lists.margin:g}, "

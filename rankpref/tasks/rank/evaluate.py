@@ -48,6 +48,11 @@ def evaluate_artifact(path: str | Path, splits=("test",),
     """Re-read the artifact's data and score the given splits (valid, test)."""
     art = load_artifact(path, "rankpref rank evaluate")
     cfg = art.cfg
+    if art.metrics.get("protocol") == "kfold":
+        raise RankprefError(f"{art.folder}: this model was trained by k-fold cross-validation "
+                            "over every item, so no held-out split is left to evaluate; its "
+                            "estimate is in metrics.json (test, test_std), and `rankpref rank "
+                            "predict` scores new items")
     set_threads(cfg.train.threads)
     eval_cfg = cfg.eval if margins is None else cfg.eval.model_copy(update={"margins": margins})
     pool = load_data(cfg.data)
@@ -75,6 +80,12 @@ def predict_table(path: str | Path, items: str | Path,
             raise DataError("this model was trained on precomputed embeddings: pass "
                             "--embeddings with one row per item", path=items)
         x, _ = rated.table_features(df, items, embeddings=embeddings)
+    elif source in ("audio", "image"):
+        from rankpref.tasks.rank.data import make_media
+
+        column = features["media_column"]
+        x, _, _ = rated.media_features(df, items, column, make_media(cfg.data),
+                                            allow_outside=cfg.data.allow_outside_paths)
     elif source == "text":
         x, _ = rated.table_features(df, items, text_column=features["text_column"],
                                     encoder=make_encoder(cfg.data))
@@ -83,6 +94,10 @@ def predict_table(path: str | Path, items: str | Path,
     if x.shape[1] != features["input_dim"]:
         raise DataError(f"{x.shape[1]} features per item, the model expects "
                         f"{features['input_dim']}", path=items)
+    rows = np.arange(df.height)
+    if source in ("audio", "image"):  # refused files were named; score the rest
+        keep = ~np.isnan(x).any(axis=1)
+        x, rows, df = x[keep], rows[keep], df.filter(pl.Series(keep))
     predicted = scores(art.model, rated.standardize(x, features.get("standardize")))
     order = np.argsort(-predicted, kind="stable")
     rank = np.empty(len(predicted), dtype=np.int64)
@@ -90,5 +105,5 @@ def predict_table(path: str | Path, items: str | Path,
     id_col = cfg.data.id_column or ("id" if "id" in df.columns else None)
     ids = df[id_col].cast(pl.String) if id_col and id_col in df.columns else \
         pl.Series(np.arange(df.height).astype(str))
-    return pl.DataFrame({"row": np.arange(df.height), "id": ids.to_list(), "score": predicted,
+    return pl.DataFrame({"row": rows, "id": ids.to_list(), "score": predicted,
                          "rank": rank}).sort("rank")

@@ -90,13 +90,15 @@ def test_fit_on_a_csv_with_embeddings_and_every_loss(tmp_path):
     y = np.round(emb[:, 0] + 0.3 * rng.normal(size=n), 1)
     pl.DataFrame({"score": y}).write_csv(tmp_path / "pool.csv")
     np.save(tmp_path / "emb.npy", emb)
-    for loss in ("ranknet", "listnet", "listmle", "approxndcg", "lambdaloss", "ranklist"):
+    for loss in ("ranknet", "listnet", "listmle", "approxndcg", "lambdaloss", "ranklist",
+                 "mse"):
         res = _run("fit", "--data", str(tmp_path / "pool.csv"), "--target", "score",
                    "--embeddings", str(tmp_path / "emb.npy"), "--loss", loss, "--epochs", "3",
-                   "--list-size", "8", "--out", str(tmp_path / loss))
+                   "--list-size", "8", "--out", str(tmp_path / loss),
+                   "--set", "eval.protocol=split")
         assert res.exit_code == 0, (loss, res.output)
         m = json.loads((tmp_path / loss / "model" / "metrics.json").read_text())
-        assert m["split"].startswith("fixed 80%/10%/10%")
+        assert m["split"].startswith("fixed 80%/10%/10%") and m["protocol"] == "split"
     res = _run("predict", "--artifact", str(tmp_path / "ranklist"), "--items",
                str(tmp_path / "pool.csv"))
     assert res.exit_code == 2 and "--embeddings" in res.output
