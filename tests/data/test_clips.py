@@ -192,3 +192,49 @@ def test_images_need_a_model_folder(tmp_path):
     res = runner.invoke(app, ["rank", "fit", "--data", str(tmp_path / "r.csv"),
                               "--image-column", "img", "--target", "y"])
     assert res.exit_code == 2 and "image_model" in res.output
+
+
+def _tiny_audio_model(folder):
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    cfg = Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 4),
+                         conv_kernel=(10, 4), num_conv_pos_embeddings=8,
+                         num_conv_pos_embedding_groups=2)
+    Wav2Vec2Model(cfg).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(sampling_rate=16000).save_pretrained(folder)
+    return folder
+
+
+def test_a_local_audio_model_folder_gives_pooled_embeddings(clip_folder, tmp_path):
+    pytest.importorskip("transformers")
+    folder, table = clip_folder
+    model = _tiny_audio_model(tmp_path / "w2v")
+    media = MediaFeatures(str(model), cache_dir=tmp_path / "c", progress=False)
+    x, names, report = media.features(_paths(folder, table)[:4])
+    assert x.shape == (4, 16) and np.isfinite(x).all() and len(names) == 16
+    assert not np.allclose(x[0], x[1])  # different clips, different vectors
+    _, _, again = MediaFeatures(str(model), cache_dir=tmp_path / "c",
+                                progress=False).features(_paths(folder, table)[:4])
+    assert again.cached == 4
+
+
+def test_images_through_a_local_model_folder(tmp_path):
+    pytest.importorskip("transformers")
+    from PIL import Image
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    model = tmp_path / "vit"
+    ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, image_size=32, patch_size=8)).save_pretrained(model)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(model)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png")
+    (tmp_path / "bad.png").write_text("not an image")
+    x, _, report = MediaFeatures(str(model), kind="image", cache_dir=tmp_path / "c",
+                                 progress=False).features(
+        [tmp_path / n for n in ("0.png", "1.png", "2.png", "bad.png")])
+    assert np.isfinite(x[:3]).all() and x.shape[1] == 16
+    assert list(report.refused) == [3] and "not readable as an image" in report.refused[3]
