@@ -141,3 +141,19 @@ def predict(artifact: Path = typer.Option(..., help="artifact or run folder"),
         typer.echo(f"{row['rank']:>4}. {row['id']:<24} {row['score']:>9.4f}")
     if output is not None:
         typer.echo(f"wrote {table.height} scored items to {output}")
+
+
+@rank_app.command("make-clips")
+@friendly
+def make_clips(out: Path = typer.Option(..., "--out", help="folder for clips/ and "
+                                        "ratings.csv"),
+               count: int = typer.Option(60, min=10, help="number of clips"),
+               seconds: float = typer.Option(3.0, min=0.5, help="length of each clip"),
+               seed: int = typer.Option(0)):
+    """Write synthesised voice-like clips with known perceived traits (pitch, pleasant) and
+    their ratings table, to try the clip workflow without recordings."""
+    from rankpref.data.tones import write_clips
+
+    table = write_clips(out, count, seconds=seconds, seed=seed)
+    typer.echo(f"wrote {table.height} clips under {out / 'clips'} and {out / 'ratings.csv'} "
+               "(targets: pitch, pleasant)")
