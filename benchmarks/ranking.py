@@ -386,30 +386,65 @@ def timing_part(log, repeats: int = 30, warmup: int = 5) -> dict:
             "statistic": "median", "results": out}
 
 
+def _variants(rows: dict) -> list[str]:
+    """Model rows of one dataset in a fixed order: each loss with the MLP, then linear."""
+    out = []
+    for scorer in SCORERS:
+        for loss in LOSSES + POINTWISE:
+            key = loss if scorer == "mlp" else f"{loss}/{scorer}"
+            if key in rows:
+                out.append(key)
+    return out
+
+
+def _tau(row: dict) -> tuple[float, float]:
+    t = row["test"]["kendall_tau"]
+    return t["mean"], t["std"]
+
+
 def plot_part(results: dict, path: Path = PLOT) -> None:
+    """Per dataset: RankList, the best other listwise loss, mse (MLP), the best linear row,
+    ridge and the configuration selected on valid; test Kendall tau, mean +- std."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     main = results.get("main", {})
-    names = [d for d in DATASETS if d in main]
+    names = [d for d in DATASETS if d in main and "selected" in main[d]]
     if not names:
         return
-    losses = [loss for loss in LOSSES if all(loss in main[d] for d in names)]
-    fig, ax = plt.subplots(figsize=(11, 4.2))
-    width = 0.8 / len(losses)
-    for i, loss in enumerate(losses):
-        means = [main[d][loss]["test"]["kendall_tau"]["mean"] for d in names]
-        stds = [main[d][loss]["test"]["kendall_tau"]["std"] for d in names]
-        ax.bar(np.arange(len(names)) + (i - (len(losses) - 1) / 2) * width, means, width,
-               yerr=stds, capsize=2, label=loss)
+    labels = ["ranklist", "best other listwise", "mse", "best linear", "ridge",
+              "selected on valid"]
+    fig, ax = plt.subplots(figsize=(12, 4.4))
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        means, stds = [], []
+        for d in names:
+            rows = main[d]
+            if label == "ranklist":
+                m, sd = _tau(rows["ranklist"])
+            elif label == "best other listwise":
+                key = max((k for k in LOSSES if k != "ranklist" and k in rows),
+                          key=lambda k: _tau(rows[k])[0])
+                m, sd = _tau(rows[key])
+            elif label == "mse":
+                m, sd = _tau(rows["mse"])
+            elif label == "best linear":
+                key = max((k for k in rows if k.endswith("/linear")),
+                          key=lambda k: _tau(rows[k])[0])
+                m, sd = _tau(rows[key])
+            elif label == "ridge":
+                m, sd = _tau(rows["ridge"])
+            else:
+                m, sd = _tau(rows["selected"])
+            means.append(m)
+            stds.append(sd)
+        ax.bar(np.arange(len(names)) + (i - (len(labels) - 1) / 2) * width, means, width,
+               yerr=stds, capsize=2, label=label)
     ax.set_xticks(np.arange(len(names)), names)
-    seeds = {len(main[d][loss].get("seeds", SEEDS)) for d in names for loss in losses}
-    ax.set_ylabel(f"test Kendall tau-b (mean +- std, {'/'.join(map(str, sorted(seeds)))} seeds)")
-    lows = [main[d][loss]["test"]["kendall_tau"]["mean"] for d in names for loss in losses]
-    ax.set_ylim(max(0.0, min(lows) - 0.05), max(lows) + 0.03)
-    ax.legend(ncol=6, fontsize=8, loc="upper center")
-    ax.set_title("Listwise losses, MLP scorer: EmoBank (MiniLM features) and wine quality")
+    ax.set_ylabel("test Kendall tau-b (mean ± std: 5 seeds, or 5 folds for clips)")
+    ax.legend(ncol=6, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.13))
+    ax.set_title("Listwise ranking vs the pointwise baselines, MLP and linear scorers", pad=28)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
@@ -418,27 +453,61 @@ def plot_part(results: dict, path: Path = PLOT) -> None:
 
 
 def table_part(results: dict) -> None:
-    """Print the README table (markdown) from the JSON."""
+    """Print the docs tables (markdown) from the JSON."""
     main = results.get("main", {})
-    print("| dataset | loss | test Kendall tau | test rank acc@0 | test rank acc@W | W | "
-          "test NDCG@10 | valid Kendall tau |")
+
+    def fmt(m):
+        return f"{m['mean']:.4f} ± {m['std']:.4f}"
+
+    print("| dataset | protocol | selected on valid | its test tau | ridge test tau | "
+          "RankList (MLP) | best other listwise (MLP) | mse (MLP) |")
     print("|---|---|---|---|---|---|---|---|")
+    for name in (d for d in DATASETS if d in main and "selected" in main[d]):
+        rows = main[name]
+        sel = rows["selected"]
+        chosen = sel.get("chosen") or ", ".join(sorted({p["chosen"] for p in sel["per_fold"]}))
+        other = max((k for k in LOSSES if k != "ranklist" and k in rows),
+                    key=lambda k: _tau(rows[k])[0])
+        protocol = rows["ranklist"].get("protocol", "split")
+        print(f"| {name} | {protocol} | {chosen} | {fmt(sel['test']['kendall_tau'])} | "
+              f"{fmt(rows['ridge']['test']['kendall_tau'])} | "
+              f"{fmt(rows['ranklist']['test']['kendall_tau'])} | {other} "
+              f"{fmt(rows[other]['test']['kendall_tau'])} | "
+              f"{fmt(rows['mse']['test']['kendall_tau'])} |")
+    print("\n| dataset | loss | scorer | test Kendall tau | test rank acc@0 | test rank acc@W | "
+          "W | test NDCG@10 | valid Kendall tau |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in (d for d in DATASETS if d in main):
         w = DATASETS[name][1][1]
-        losses = [loss for loss in LOSSES if loss in main[name]]
-        best = max(main[name][loss]["test"]["kendall_tau"]["mean"] for loss in losses)
-        for loss in losses:
-            s = main[name][loss]
-            t, d = s["test"], s["valid"] if "valid" in s else s["dev"]  # "dev": older files
-
-            def fmt(m):
-                return f"{m['mean']:.4f} ± {m['std']:.4f}"
+        rows = main[name]
+        keys = _variants(rows)
+        best = max(_tau(rows[k])[0] for k in keys)
+        for key in keys:
+            r = rows[key]
+            t, d = r["test"], r["valid"] if "valid" in r else r["dev"]  # "dev": older files
             tau = fmt(t["kendall_tau"])
             if t["kendall_tau"]["mean"] == best:
                 tau = f"**{tau}**"
-            print(f"| {name} | {loss} | {tau} | {fmt(t['ranking_acc@0'])} | "
-                  f"{fmt(t[f'ranking_acc@{w:g}'])} | {w:g} | {fmt(t['ndcg@10'])} | "
-                  f"{fmt(d['kendall_tau'])} |")
+            print(f"| {name} | {r['loss']} | {r.get('model', 'mlp')} | {tau} | "
+                  f"{fmt(t['ranking_acc@0'])} | {fmt(t[f'ranking_acc@{w:g}'])} | {w:g} | "
+                  f"{fmt(t['ndcg@10'])} | {fmt(d['kendall_tau'])} |")
+        if "ridge" in rows:
+            t = rows["ridge"]["test"]
+            acc = (f"{fmt(t['ranking_acc@0'])} | {fmt(t[f'ranking_acc@{w:g}'])} | {w:g} | "
+                   f"{fmt(t['ndcg@10'])}") if "ranking_acc@0" in t else "| | |"
+            print(f"| {name} | ridge (alpha by LOO) | linear | {fmt(t['kendall_tau'])} | "
+                  f"{acc} | in the fit |")
+    margin = results.get("margin", {}).get("results", {})
+    if margin:
+        print("\n| RankList W | test tau, all | readers agree (low std half) | readers "
+              "disagree (high std half) | valid tau |\n|---|---|---|---|---|")
+        for key, row in margin.items():
+            print(f"| {key} | {fmt(row['all'])} | {fmt(row['readers_agree'])} | "
+                  f"{fmt(row['readers_disagree'])} | {fmt(row['valid'])} |")
+    clips = results.get("clips")
+    if clips:
+        print(f"\nclips: cold {clips['cold']['clips_per_second']} clips/s, cached "
+              f"{clips['cached']['clips_per_second']} clips/s")
     timing = results.get("timing", {}).get("results", {})
     if timing:
         print("\n| loss | step ms, N=8 | N=32 | N=128 | loss fwd+bwd ms, N=8 | N=32 | N=128 |"

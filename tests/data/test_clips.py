@@ -238,3 +238,13 @@ def test_images_through_a_local_model_folder(tmp_path):
         [tmp_path / n for n in ("0.png", "1.png", "2.png", "bad.png")])
     assert np.isfinite(x[:3]).all() and x.shape[1] == 16
     assert list(report.refused) == [3] and "not readable as an image" in report.refused[3]
+
+
+def test_compare_2016_by_setting(clip_folder, tmp_path):
+    folder, table = clip_folder
+    x, names, _ = MediaFeatures("ComParE_2016", cache_dir=tmp_path, progress=False).features(
+        _paths(folder, table)[:2])
+    assert x.shape == (2, 6373) and names[0].startswith("ComParE_2016:")
+    egemaps, _, _ = MediaFeatures(cache_dir=tmp_path, progress=False).features(
+        _paths(folder, table)[:2])
+    assert egemaps.shape == (2, 88)  # one cache folder per extractor: no mix-up
