@@ -244,7 +244,7 @@ def main_part(runner: Runner, datasets: list[str], chosen: dict, log, losses=LOS
             ensure_clips()
         use_seeds = seeds[:1] if name in KFOLD_DATASETS else seeds
         out[name] = {}
-        for loss in tuple(losses) + POINTWISE:
+        for loss in losses:
             for scorer in scorers:
                 settings = {"loss.name": loss, **chosen.get(loss, {}), **SCORERS[scorer]}
                 runs = []
@@ -256,13 +256,18 @@ def main_part(runner: Runner, datasets: list[str], chosen: dict, log, losses=LOS
                         f"{m['test']['kendall_tau']:.4f} ({m['train_seconds']:.1f} s)")
                 key = loss if scorer == "mlp" else f"{loss}/{scorer}"
                 out[name][key] = _summary(runs, name, loss, scorer, settings, use_seeds)
-        out[name]["ridge"] = ridge_row({k: v for k, v in out[name].items()})
-        out[name]["selected"] = select({k: v for k, v in out[name].items()
-                                        if k not in ("ridge", "selected")})
-        log(f"{name}: selected {out[name]['selected'].get('chosen', 'per fold')} test tau "
-            f"{out[name]['selected']['test']['kendall_tau']['mean']:.4f}; ridge "
-            f"{out[name]['ridge']['test']['kendall_tau']['mean']:.4f}")
     return out
+
+
+def summarise(rows: dict, log=print) -> None:
+    """(Re)compute a dataset's ridge and selected rows from all its model rows."""
+    models = {k: v for k, v in rows.items() if k not in ("ridge", "selected")}
+    rows["ridge"] = ridge_row(models)
+    rows["selected"] = select(models)
+    log(f"{next(iter(models.values()))['dataset']}: selected "
+        f"{rows['selected'].get('chosen', 'per fold')} test tau "
+        f"{rows['selected']['test']['kendall_tau']['mean']:.4f}; ridge "
+        f"{rows['ridge']['test']['kendall_tau']['mean']:.4f}")
 
 
 def margin_part(runner: Runner, chosen: dict, log, seeds=(0, 1, 2)) -> dict:
@@ -528,7 +533,8 @@ def main() -> None:
     parser.add_argument("--log", default=None, help="also append progress lines here")
     parser.add_argument("--output", type=Path, default=RESULTS,
                         help="results JSON to merge into (the plot goes beside it, .png)")
-    parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES),
+    parser.add_argument("--losses", nargs="+", default=list(LOSSES + POINTWISE),
+                        choices=list(LOSSES + POINTWISE),
                         help="losses to tune and run (default: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
                         help="seeds of the main part")
@@ -572,9 +578,10 @@ def main() -> None:
         if not chosen:
             raise SystemExit("run --parts tune first (the settings are chosen on valid)")
         for name in args.datasets:  # keep the losses of an earlier run that this one skips
-            results.setdefault("main", {}).setdefault(name, {}).update(
-                main_part(runner, [name], chosen, log, args.losses, args.seeds,
-                          args.scorers)[name])
+            rows = results.setdefault("main", {}).setdefault(name, {})
+            rows.update(main_part(runner, [name], chosen, log, args.losses, args.seeds,
+                                  args.scorers)[name])
+            summarise(rows, log)
             save()
     if "margin" in args.parts:
         results["margin"] = margin_part(runner, results.get("tune", {}).get("chosen", {}), log)

@@ -112,7 +112,8 @@ def _train(cfg: RankConfig, pool: rated.RatedPool, callbacks, write: bool,
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     torch.manual_seed(cfg.train.seed)
     model = build_scorer(cfg, xs["train"].shape[1])
-    module = RankModule(model, cfg)
+    module = RankModule(model, cfg, (float(train.labels.mean()),
+                                     float(train.labels.std()) or 1.0))
     dm = ListDataModule(cfg, xs, pool)
     run = training_run(cfg, write=write, callbacks=callbacks,
                        reload_dataloaders_every_n_epochs=1)

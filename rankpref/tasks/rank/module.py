@@ -27,15 +27,26 @@ def loss_kwargs(cfg: RankLossConfig, epoch: int, list_size: int) -> dict:
                                             cfg.curriculum_start)}
 
 
+POINTWISE = ("mse",)
+"""Losses that regress the labels themselves: they see standardised labels (train mean and
+std), as one would standardise a regression target; the ranking losses see the labels as they
+are."""
+
+
 class RankModule(L.LightningModule):
-    def __init__(self, model: torch.nn.Module, cfg: RankConfig):
+    def __init__(self, model: torch.nn.Module, cfg: RankConfig,
+                 label_stats: tuple[float, float] | None = None):
         super().__init__()
         self.model = model
         self.cfg = cfg
         self.loss_fn = LOSSES.get(cfg.loss.name, "listwise")
+        self.label_stats = label_stats if cfg.loss.name in POINTWISE else None
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        if self.label_stats is not None:
+            mean, std = self.label_stats
+            y = torch.where(y == LABEL_PAD, y, (y - mean) / std)
         scores = self.model(x)
         loss = self.loss_fn(scores, y, LABEL_PAD,
                             **loss_kwargs(self.cfg.loss, self.current_epoch, x.shape[1]))

@@ -133,3 +133,24 @@ def test_a_small_pool_still_gets_several_steps_an_epoch(small_pool):
     assert dm.lists_per_epoch() // dm.batch_size >= cfg.lists.min_steps
     # about min_steps passes over the items, not a hundred
     assert dm.lists_per_epoch() * 32 <= (cfg.lists.min_steps + 1) * len(pool.part("train")) * 2
+
+
+def test_mse_regresses_standardised_labels_and_ranking_losses_see_raw_ones():
+    import torch
+
+    from rankpref.tasks.rank.artifact import build_scorer
+    from rankpref.tasks.rank.data import LABEL_PAD
+    from rankpref.tasks.rank.module import RankModule
+
+    x = torch.randn(2, 3, 4)
+    y = torch.tensor([[5.0, 7.0, LABEL_PAD], [6.0, 9.0, 3.0]])
+    seen = {}
+    for loss in ("mse", "ranknet"):
+        cfg = load_config(None, [f"loss.name={loss}"])
+        module = RankModule(build_scorer(cfg, 4), cfg, label_stats=(6.0, 2.0))
+        module.loss_fn = lambda s, labels, pad, **kw: seen.__setitem__(loss, labels) or s.sum()
+        module.log = lambda *a, **k: None
+        module.training_step((x, y), 0)
+    expected = torch.tensor([[-0.5, 0.5, LABEL_PAD], [0.0, 1.5, -1.5]])
+    assert torch.equal(seen["mse"], expected)
+    assert torch.equal(seen["ranknet"], y)
