@@ -60,7 +60,12 @@ RESULTS = ROOT / "benchmarks" / "results" / "ranking.json"
 PLOT = ROOT / "benchmarks" / "results" / "ranking.png"
 LOSSES = ("ranknet", "listnet", "listmle", "approxndcg", "lambdaloss", "ranklist")
 POINTWISE = ("mse",)
-SCORERS = {"mlp": {}, "linear": {"model.name": "linear", "train.lr": 0.01}}
+SCORERS = {"mlp": {}, "linear": {"model.name": "linear", "train.lr": 0.01},
+           # fine-tunes MiniLM itself (encoder at 2e-5, head at 1e-3); ~2 min an epoch on
+           # EmoBank here, so run on its own: --datasets emobank-V --losses ranklist ranknet
+           # --scorers finetune --seeds 0 1 2
+           "finetune": {"model.name": "finetune", "train.epochs": 8, "train.patience": 3}}
+DEFAULT_SCORERS = ("mlp", "linear")
 # a linear scorer on standardised features learns slowly at the MLP's 1e-3 (valid tau still
 # rising when patience ran out on the clip folds), so it gets 1e-2
 SEEDS = (0, 1, 2, 3, 4)
@@ -134,12 +139,14 @@ class Runner:
 
     def fit(self, base: list[str], settings: dict, seed: int, margins: list[float]) -> dict:
         from rankpref.tasks.rank import fit, load_config, load_data
+        from rankpref.tasks.rank.data import text_encoder
 
         cfg = load_config(None, base + _overrides(settings) + [
             f"train.seed={seed}", f"eval.margins={json.dumps(margins)}"] + self.extra)
-        key = json.dumps(cfg.data.model_dump(), sort_keys=True)
+        encoder = text_encoder(cfg)  # token ids for a fine-tuning scorer
+        key = json.dumps([cfg.data.model_dump(), encoder is not None], sort_keys=True)
         if key not in self.pools:
-            self.pools[key] = load_data(cfg.data)
+            self.pools[key] = load_data(cfg.data, encoder=encoder)
         metrics = fit(cfg, data=self.pools[key], write=False).metrics
         metrics.pop("history", None)
         return metrics
@@ -236,7 +243,7 @@ def ridge_row(rows: dict) -> dict:
 
 
 def main_part(runner: Runner, datasets: list[str], chosen: dict, log, losses=LOSSES,
-              seeds=SEEDS, scorers=tuple(SCORERS)) -> dict:
+              seeds=SEEDS, scorers=DEFAULT_SCORERS) -> dict:
     out = {}
     for name in datasets:
         base, margins = DATASETS[name]
@@ -290,7 +297,7 @@ def margin_part(runner: Runner, chosen: dict, log, seeds=(0, 1, 2)) -> dict:
         for seed in seeds:
             cfg = load_config(None, base + _overrides(settings) + [f"train.seed={seed}"] +
                               runner.extra)
-            key = json.dumps(cfg.data.model_dump(), sort_keys=True)
+            key = json.dumps([cfg.data.model_dump(), False], sort_keys=True)
             if key not in runner.pools:
                 runner.pools[key] = load_data(cfg.data)
             pool = runner.pools[key]
@@ -562,7 +569,8 @@ def main() -> None:
                         help="losses to tune and run (default: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
                         help="seeds of the main part")
-    parser.add_argument("--scorers", nargs="+", default=list(SCORERS), choices=list(SCORERS))
+    parser.add_argument("--scorers", nargs="+", default=list(DEFAULT_SCORERS),
+                        choices=list(SCORERS))
     parser.add_argument("--selection-seeds", type=int, nargs="+", default=list(SELECTION_SEEDS),
                         help="seeds of the tune part")
     parser.add_argument("--grid-limit", type=int, default=None,

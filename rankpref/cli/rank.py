@@ -43,7 +43,8 @@ def fit(data: Optional[str] = typer.Option(None, help="emobank, wine-red, wine-w
         image_column: Optional[str] = typer.Option(None, help="column of image files"),
         image_model: Optional[str] = typer.Option(None, help="image model folder (needed "
                                                   "with --image-column)"),
-        model: Optional[str] = typer.Option(None, help="scorer: mlp (default) or linear"),
+        model: Optional[str] = typer.Option(None, help="scorer: mlp (default), linear, or "
+                                            "finetune (trains the text encoder too)"),
         margin: Optional[float] = typer.Option(None, help="W: list sampling and RankList "
                                                "pair margin"),
         list_size: Optional[int] = typer.Option(None, help="items per training list"),

@@ -47,6 +47,8 @@ class RankDataConfig(Strict):
     min_clip_seconds: float = Field(0.5, gt=0, description="shorter clips are refused")
     allow_outside_paths: bool = Field(False, description="let file paths leave the table's "
                                       "folder tree")
+    max_tokens: int = Field(64, ge=2, description="tokens per text for a scorer that "
+                            "fine-tunes its encoder (model.name=finetune)")
     cache_dir: str = ".cache/rankpref"
     standardize: bool = True
 

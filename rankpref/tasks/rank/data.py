@@ -24,6 +24,44 @@ def make_encoder(cfg: RankDataConfig, progress: bool = False) -> TextEncoder:
                        progress=progress)
 
 
+def takes_tokens(cfg: RankConfig) -> bool:
+    """Whether the config's scorer reads token ids (and fine-tunes its encoder)."""
+    from rankpref.registry import MODELS
+
+    return bool(getattr(MODELS.entry(cfg.model.name, "rank").obj, "takes_tokens", False))
+
+
+class TokenEncoder:
+    """Texts -> ``[n, max_tokens]`` token ids of the scorer's own tokenizer (0-padded), for
+    scorers that fine-tune their encoder."""
+
+    def __init__(self, model: str | None, max_tokens: int):
+        from rankpref.models.text_scorer import encoder_folder
+
+        self.source = encoder_folder(model)
+        self.max_tokens = max_tokens
+        self.model_id = f"{Path(self.source).name}-tokens{max_tokens}"
+        self._tokenizer = None
+
+    def encode(self, texts, what: str = "texts") -> np.ndarray:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.source)
+        out = self._tokenizer(list(texts), max_length=self.max_tokens, padding="max_length",
+                              truncation=True, return_tensors="np")
+        return out["input_ids"].astype(np.int64)
+
+
+def text_encoder(cfg: RankConfig):
+    """What turns the text column into features: token ids for a fine-tuning scorer, else
+    None (the cached sentence embeddings of ``data.text_model``)."""
+    if takes_tokens(cfg):
+        return TokenEncoder(cfg.model.params().get("text_model") or cfg.data.text_model,
+                            cfg.data.max_tokens)
+    return None
+
+
 def make_media(cfg: RankDataConfig, progress: bool = True):
     """The cached feature extractor of the config's audio or image column."""
     from rankpref.data.clips import MediaFeatures

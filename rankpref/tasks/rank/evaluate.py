@@ -15,7 +15,7 @@ from rankpref.metrics.correlation import list_ndcg_at_k, ranking_report
 from rankpref.settings import set_threads
 from rankpref.tasks.rank.artifact import load_artifact
 from rankpref.tasks.rank.config import RankEvalConfig
-from rankpref.tasks.rank.data import LABEL_PAD, load_data, make_encoder
+from rankpref.tasks.rank.data import LABEL_PAD, load_data, make_encoder, text_encoder
 
 SPLIT_SEEDS = {"valid": 1, "test": 2}
 """Seeds of the lists NDCG@k is measured on, per split (the same in fit and evaluate)."""
@@ -55,7 +55,7 @@ def evaluate_artifact(path: str | Path, splits=("test",),
                             "predict` scores new items")
     set_threads(cfg.train.threads)
     eval_cfg = cfg.eval if margins is None else cfg.eval.model_copy(update={"margins": margins})
-    pool = load_data(cfg.data)
+    pool = load_data(cfg.data, encoder=text_encoder(cfg))
     result = {"dataset": cfg.data.name, "source": pool.source, "loss": cfg.loss.name,
               "target": art.metrics.get("target")}
     for name in splits:
@@ -86,9 +86,9 @@ def predict_table(path: str | Path, items: str | Path,
         column = features["media_column"]
         x, _, _ = rated.media_features(df, items, column, make_media(cfg.data),
                                             allow_outside=cfg.data.allow_outside_paths)
-    elif source == "text":
+    elif source in ("text", "tokens"):
         x, _ = rated.table_features(df, items, text_column=features["text_column"],
-                                    encoder=make_encoder(cfg.data))
+                                    encoder=text_encoder(cfg) or make_encoder(cfg.data))
     else:
         x, _ = rated.table_features(df, items, feature_columns=features["feature_columns"])
     if x.shape[1] != features["input_dim"]:

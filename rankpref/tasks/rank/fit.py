@@ -27,7 +27,8 @@ from rankpref.tasks import RunResult
 from rankpref.tasks.rank.artifact import build_scorer, save_artifact
 from rankpref.tasks.rank.baselines import ridge_loo, ridge_predict
 from rankpref.tasks.rank.config import RankConfig
-from rankpref.tasks.rank.data import ListDataModule, load_data, source_spec
+from rankpref.tasks.rank.data import (ListDataModule, load_data, source_spec,
+                                      takes_tokens, text_encoder)
 from rankpref.tasks.rank.evaluate import SPLIT_SEEDS, scores, split_metrics
 from rankpref.tasks.rank.module import RankModule
 
@@ -45,7 +46,9 @@ def feature_source(cfg: RankConfig, spec) -> str:
         return "embeddings"
     if spec.media_column:
         return "audio" if spec.audio_column else "image"
-    return "text" if spec.text_column else "columns"
+    if spec.text_column:
+        return "tokens" if takes_tokens(cfg) else "text"
+    return "columns"
 
 
 def resolve_protocol(cfg: RankConfig, pool: rated.RatedPool, spec) -> str:
@@ -107,7 +110,8 @@ def _train(cfg: RankConfig, pool: rated.RatedPool, callbacks, write: bool,
     train = pool.part("train")
     rated.check_margin(train.labels, cfg.lists.margin, pool.source)
     rated.check_margin(train.labels, cfg.loss.margin, pool.source)
-    stats = rated.feature_stats(train.features) if cfg.data.standardize else None
+    standardize = cfg.data.standardize and not takes_tokens(cfg)  # token ids stay ids
+    stats = rated.feature_stats(train.features) if standardize else None
     xs = {name: rated.standardize(pool.part(name).features, stats) for name in rated.SPLITS}
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     torch.manual_seed(cfg.train.seed)
@@ -147,7 +151,7 @@ def _kfold(cfg: RankConfig, pool: rated.RatedPool, write: bool) -> tuple[_Traine
         if trained is None:  # a DDP process other than rank 0
             return None, {}
         row = {"fold": f, "best_epoch": trained.summary["best_epoch"], **trained.metrics}
-        if cfg.eval.baseline:
+        if cfg.eval.baseline and not takes_tokens(cfg):
             row["ridge"] = ridge_baseline(trained.xs, sub, cfg)
         rows.append(row)
     # the artifact's model: every fold but the last trains, the last selects the epoch
@@ -166,7 +170,7 @@ def _kfold(cfg: RankConfig, pool: rated.RatedPool, write: bool) -> tuple[_Traine
           "fold_results": rows,
           "artifact_model": f"trained on folds 0..{k - 2}, epoch chosen on fold {k - 1}",
           "artifact_valid": final.metrics["valid"]}
-    if cfg.eval.baseline:
+    if cfg.eval.baseline and not takes_tokens(cfg):
         ridge = [r["ridge"]["test"] for r in rows]
         r_mean, r_std = _mean_std(ridge)
         cv["baselines"] = {"ridge": {"model": "ridge", "fit_on": "train+valid of each fold",
@@ -183,7 +187,7 @@ def fit(cfg: RankConfig, data: rated.RatedPool | None = None, callbacks: list | 
     nothing). ``data``: a loaded pool (default: load ``cfg.data``); ``callbacks``: extra
     Lightning callbacks (e.g. tuning's pruning; not used by k-fold runs)."""
     set_threads(cfg.train.threads)
-    pool = data if data is not None else load_data(cfg.data)
+    pool = data if data is not None else load_data(cfg.data, encoder=text_encoder(cfg))
     spec = source_spec(cfg.data)
     protocol = resolve_protocol(cfg, pool, spec)
     if protocol == "kfold":
@@ -193,9 +197,10 @@ def fit(cfg: RankConfig, data: rated.RatedPool | None = None, callbacks: list | 
         evaluation = {}
     if trained is None:
         return RunResult("rank", None, None, {}, None)
+    baseline = cfg.eval.baseline and not takes_tokens(cfg)  # ridge on token ids means nothing
     if protocol == "split":
         evaluation = {"protocol": "split", "split": _split_name(cfg, spec), **trained.metrics}
-        if cfg.eval.baseline:
+        if baseline:
             evaluation["baselines"] = {"ridge": ridge_baseline(trained.xs, pool, cfg)}
     model, run = trained.model, trained.run
     metrics = {

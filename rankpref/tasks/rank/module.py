@@ -64,5 +64,7 @@ class RankModule(L.LightningModule):
                  batch_size=len(y))
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.train.lr,
-                                 weight_decay=self.cfg.train.weight_decay)
+        train = self.cfg.train
+        groups = getattr(self.model, "param_groups", None)  # e.g. a fine-tuned encoder's own lr
+        params = groups(train.lr, train.weight_decay) if groups else self.model.parameters()
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
