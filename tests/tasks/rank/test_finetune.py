@@ -67,3 +67,12 @@ def test_evaluate_and_predict_read_text(finetuned, tmp_path):
                               str(tmp_path / "new.csv"), "--output", str(tmp_path / "p.json")])
     assert res.exit_code == 0, res.output
     assert len(json.loads((tmp_path / "p.json").read_text())) == 3
+
+
+def test_trimming_shared_padding_changes_nothing():
+    model = TextScorer(TextScorerConfig(input_dim=12)).eval()
+    short = torch.tensor([[101, 2307, 2154, 102, 0, 0], [101, 7592, 102, 0, 0, 0]],
+                         dtype=torch.float32)
+    padded = torch.cat([short, torch.zeros(2, 6)], dim=1)  # six more all-padding columns
+    with torch.no_grad():
+        assert torch.allclose(model(short), model(padded), atol=1e-6)
