@@ -69,10 +69,20 @@ def test_evaluate_and_predict_read_text(finetuned, tmp_path):
     assert len(json.loads((tmp_path / "p.json").read_text())) == 3
 
 
-def test_trimming_shared_padding_changes_nothing():
+def test_length_sorted_trimmed_chunks_give_the_untrimmed_scores(monkeypatch):
+    import rankpref.models.text_scorer as ts
+
+    monkeypatch.setattr(ts, "CHUNK", 2)  # several chunks of different widths
     model = TextScorer(TextScorerConfig(input_dim=12)).eval()
-    short = torch.tensor([[101, 2307, 2154, 102, 0, 0], [101, 7592, 102, 0, 0, 0]],
-                         dtype=torch.float32)
-    padded = torch.cat([short, torch.zeros(2, 6)], dim=1)  # six more all-padding columns
+    rows = [[101, 2307, 2154, 102], [101, 7592, 102], [101, 1045, 2293, 2009, 2172, 102],
+            [101, 102]]
+    ids = torch.zeros(len(rows), 12, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
     with torch.no_grad():
-        assert torch.allclose(model(short), model(padded), atol=1e-6)
+        got = model(ids.float().reshape(2, 2, 12))
+        mask = (ids != 0).long()  # the reference: all 12 columns, no sorting, no chunks
+        hidden = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        want = model.head(pooled).squeeze(-1).reshape(2, 2)
+    assert torch.allclose(got, want, atol=1e-5)
