@@ -20,7 +20,7 @@ def test_built_ins_are_registered_by_group():
 
     assert MODELS.get("sasrec", "next_item") is SASRec
     assert set(MODELS.names("next_item")) >= {"sasrec", "pulse"}
-    assert MODELS.names("rank") == ["mlp", "linear"]
+    assert MODELS.names("rank") == ["mlp", "linear", "finetune"]
     assert set(LOSSES.names("listwise")) == {"ranknet", "listnet", "listmle", "approxndcg",
                                               "lambdaloss", "ranklist", "mse"}
     assert set(TASKS.names()) == {"next_item", "rank", "sesa"}
