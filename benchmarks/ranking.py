@@ -204,11 +204,13 @@ def _summary(runs: list[dict], name: str, loss: str, scorer: str, settings: dict
                              "test_kendall_tau": f["test"]["kendall_tau"]}
                             for f in runs[0]["fold_results"]]
         summary["ridge_folds"] = [f["ridge"]["test"]["kendall_tau"]
-                                  for f in runs[0]["fold_results"]]
+                                  for f in runs[0]["fold_results"] if "ridge" in f]
     summary["runs"] = [{"seed": s, "valid_kendall_tau": r["valid"]["kendall_tau"],
                         "test_kendall_tau": r["test"]["kendall_tau"]}
                        for s, r in zip(seeds, runs)]
-    summary["ridge"] = runs[0]["baselines"]["ridge"]
+    ridge = runs[0].get("baselines", {}).get("ridge")  # none for a token-reading scorer
+    if ridge is not None:
+        summary["ridge"] = ridge
     return summary
 
 
@@ -232,7 +234,7 @@ def select(rows: dict) -> dict:
 
 
 def ridge_row(rows: dict) -> dict:
-    first = next(iter(rows.values()))
+    first = next(r for r in rows.values() if "ridge" in r)
     ridge = first["ridge"]
     if first.get("protocol") == "kfold":
         return {"model": "ridge", "alpha": ridge["alpha"], "fit_on": ridge["fit_on"],
