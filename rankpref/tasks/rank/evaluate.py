@@ -85,7 +85,7 @@ def predict_table(path: str | Path, items: str | Path,
 
         column = features["media_column"]
         x, _, _ = rated.media_features(df, items, column, make_media(cfg.data),
-                                            allow_outside=cfg.data.allow_outside_paths)
+                                       allow_outside=cfg.data.allow_outside_paths)
     elif source in ("text", "tokens"):
         x, _ = rated.table_features(df, items, text_column=features["text_column"],
                                     encoder=text_encoder(cfg) or make_encoder(cfg.data))
@@ -104,6 +104,6 @@ def predict_table(path: str | Path, items: str | Path,
     rank[order] = np.arange(1, len(predicted) + 1)
     id_col = cfg.data.id_column or ("id" if "id" in df.columns else None)
     ids = df[id_col].cast(pl.String) if id_col and id_col in df.columns else \
-        pl.Series(np.arange(df.height).astype(str))
+        pl.Series(rows.astype(str))
     return pl.DataFrame({"row": rows, "id": ids.to_list(), "score": predicted,
                          "rank": rank}).sort("rank")
