@@ -218,7 +218,10 @@ def tune(spec: TuneSpec, base: Path | None, out: str | Path, *, storage: str | N
         run_dir = trials_dir / f"{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
         try:
-            values = {key: param.suggest(trial, key) for key, param in spec.space.items()}
+            # suggest in name order: a seeded sampler draws the same trials however the
+            # spec's YAML happened to order its keys (a dumper that keeps insertion order and
+            # one that sorts gave different studies)
+            values = {key: spec.space[key].suggest(trial, key) for key in sorted(spec.space)}
             cfg = task.load_config(base, trial_args + _override_args(values)
                             + _override_args({"output_dir": str(run_dir)}))
             task.check(cfg)
