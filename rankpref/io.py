@@ -10,6 +10,7 @@ disk, a read-only folder) is a one-line :class:`WriteError` naming the path; not
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -121,6 +122,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: str | Path, obj) -> None:

@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from rankpref.errors import DataError, RankprefError
+from rankpref.io import sha256_file
 
 SAMPLE_RATE = 16000
 """Every clip is resampled to this rate before features are computed."""
@@ -57,14 +58,6 @@ class ClipReport:
     def as_dict(self) -> dict:
         return {"refused": len(self.refused), "refused_files": list(self.refused.values())[:50],
                 **self.converted, "cached": self.cached, "computed": self.computed}
-
-
-def file_key(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_paths(values: Sequence[object], table: Path, column: str, *,
@@ -155,7 +148,6 @@ class _PooledModel:
     """Mean of the model's last hidden state over time (audio) or patches (images)."""
 
     def __init__(self, name: str, kind: str):
-        import torch  # noqa: F401
         from transformers import AutoModel
 
         self.source, model_id = _model_folder(name, f"{kind} embeddings")
@@ -248,7 +240,7 @@ class MediaFeatures:
                     raise ClipProblem("file not found")
                 if path.is_dir():
                     raise ClipProblem("a folder, not a file")
-                keys.append(file_key(path))
+                keys.append(sha256_file(path))
             except (ClipProblem, OSError) as exc:
                 report.refused[row] = f"{path}: {exc}"
                 keys.append(None)

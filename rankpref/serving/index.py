@@ -30,6 +30,7 @@ import numpy as np
 
 from rankpref import artifact
 from rankpref.errors import RankprefError, UnknownIdError
+from rankpref.io import sha256_file
 from rankpref.registry import ARTIFACTS
 
 KIND = "index"
@@ -45,14 +46,6 @@ def _faiss():
     import faiss
 
     return faiss
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def vectors_checksum(vectors: np.ndarray) -> str:
@@ -355,7 +348,7 @@ class ItemIndex:
             meta = {"format_version": FORMAT_VERSION, "factory": self.factory,
                     "metric": self.metric, "dimension": self.dim, "count": len(self),
                     "search_params": self.search_params, "metadata": self.metadata,
-                    "sha256": {name: _sha256_file(tmp / name)
+                    "sha256": {name: sha256_file(tmp / name)
                                for name in (INDEX_FILE, VECTORS_FILE, IDS_FILE)}}
             w.json(META_FILE, meta, "factory, metric, sizes, checksums, source metadata")
         return folder
@@ -377,7 +370,7 @@ class ItemIndex:
             path = folder / name
             if not path.is_file():
                 raise RankprefError(f"{path}: missing from the index folder")
-            if _sha256_file(path) != digest:
+            if sha256_file(path) != digest:
                 raise RankprefError(f"{path}: checksum does not match {META_FILE} (truncated, "
                                     "edited or from another index); rebuild the index")
         try:
