@@ -2,11 +2,10 @@
 embeddings, embedding dropout, a GRU, a dense layer back to the embedding size, and scores
 tied to the input item table (``h_t . E_j``).
 
-Inputs are left-padded item indices (0 = padding), as for every next-item backbone here. A GRU
-that read the padding first would carry a state into the first real item that depends on how
-much padding its batch had, so each history is packed without its padding
-(:func:`torch.nn.utils.rnn.pack_padded_sequence`) and the outputs are put back in their
-left-aligned positions: a history encodes the same whatever its batch.
+Inputs are left-padded item indices (0 = padding), as for every next-item backbone here. The
+GRU has no bias terms (as RecBole's) and padding embeds to zeros, so from its zero start state
+it stays exactly at zero through the padding: a history encodes the same whatever its batch,
+with no packing needed (tested; a GRU with biases would drift and fail that test).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rankpref.registry import MODELS
 
@@ -38,19 +36,6 @@ class GRU4RecConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
-def _shift(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    """Row ``b`` of ``x`` [batch, T, ...] moved left by ``offset[b]`` steps (``offset < 0``:
-    right); positions shifted in from outside are zeros."""
-    t = x.shape[1]
-    src = torch.arange(t, device=x.device).unsqueeze(0) + offset.unsqueeze(1)
-    inside = (src >= 0) & (src < t)
-    index = src.clamp(0, t - 1)
-    if x.dim() == 3:
-        index = index.unsqueeze(-1).expand(-1, -1, x.shape[2])
-        inside = inside.unsqueeze(-1)
-    return torch.gather(x, 1, index) * inside
-
-
 @MODELS.register("gru4rec", group="next_item", config=GRU4RecConfig,
                  fixed=("num_items", "max_len"))
 class GRU4Rec(nn.Module):
@@ -62,6 +47,7 @@ class GRU4Rec(nn.Module):
         self.cfg = cfg
         self.item_emb = nn.Embedding(cfg.num_items + 1, cfg.hidden, padding_idx=0)
         self.emb_dropout = nn.Dropout(cfg.dropout)
+        # bias-free: padding (zero inputs) then keeps the state at exactly zero
         self.gru = nn.GRU(cfg.hidden, cfg.gru_hidden, num_layers=cfg.layers, batch_first=True,
                           bias=False)
         self.dense = nn.Linear(cfg.gru_hidden, cfg.hidden)
@@ -79,17 +65,10 @@ class GRU4Rec(nn.Module):
         padding)."""
         if inputs.shape[1] > self.cfg.max_len:
             inputs = inputs[:, -self.cfg.max_len:]
-        t = inputs.shape[1]
         table = self.item_weights() if table is None else table
-        lengths = (inputs != 0).sum(dim=1)
-        pad = t - lengths
-        x = self.emb_dropout(F.embedding(_shift(inputs, pad), table))  # right-padded now
-        packed = pack_padded_sequence(x, lengths.clamp_min(1).cpu(), batch_first=True,
-                                      enforce_sorted=False)
-        out, _ = self.gru(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=t)
-        states = self.dense(out) * (lengths > 0).view(-1, 1, 1)
-        return _shift(states, -pad)  # back to the inputs' left-aligned positions
+        keep = (inputs != 0).unsqueeze(-1)
+        out, _ = self.gru(self.emb_dropout(F.embedding(inputs, table)))
+        return self.dense(out) * keep  # the dense bias would make padding states non-zero
 
     def item_weights(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """[num_items + 1, hidden] item vectors (row 0 = padding), or those of ``rows``."""

@@ -1,4 +1,4 @@
-"""GRU4Rec: shapes, padding independence (packed sequences), causality, the next-item
+"""GRU4Rec: shapes, padding independence (a bias-free GRU stays at zero through padding), causality, the next-item
 interface, and a tiny fit on the demo data through the registry."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from rankpref.cli import app
-from rankpref.models.gru4rec import GRU4Rec, GRU4RecConfig, _shift
+from rankpref.models.gru4rec import GRU4Rec, GRU4RecConfig
 
 torch.set_num_threads(1)
 
@@ -53,12 +53,6 @@ def test_later_items_do_not_change_earlier_states():
     with torch.no_grad():
         assert torch.allclose(m(a)[:, :3], m(b)[:, :3], atol=1e-6)
         assert not torch.allclose(m(a)[:, 3:], m(b)[:, 3:])
-
-
-def test_shift_moves_rows_by_their_own_offset():
-    x = torch.tensor([[0, 0, 1, 2], [0, 3, 4, 5]])
-    assert _shift(x, torch.tensor([2, 1])).tolist() == [[1, 2, 0, 0], [3, 4, 5, 0]]
-    assert _shift(_shift(x, torch.tensor([2, 1])), torch.tensor([-2, -1])).tolist() == x.tolist()
 
 
 def test_an_all_padding_row_is_zero_and_finite():
