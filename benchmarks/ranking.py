@@ -55,11 +55,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rankpref.io import write_json  # noqa: E402
+from rankpref.tasks.rank.module import POINTWISE  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "ranking.json"
 PLOT = ROOT / "benchmarks" / "results" / "ranking.png"
 LOSSES = ("ranknet", "listnet", "listmle", "approxndcg", "lambdaloss", "ranklist")
-POINTWISE = ("mse",)
 SCORERS = {"mlp": {}, "linear": {"model.name": "linear", "train.lr": 0.01},
            # fine-tunes MiniLM itself (encoder at 2e-5, head at 1e-3), on both cores: minutes
            # an epoch on EmoBank, so run on its own: --datasets emobank-V --losses ranklist

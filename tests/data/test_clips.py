@@ -105,8 +105,10 @@ def test_stereo_and_other_rates_become_mono_16k(tmp_path):
     t = np.arange(2 * sr) / sr
     mono = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t))
             ).astype(np.float32)
-    soundfile.write(str(tmp_path / "mono.wav"), mono, sr)
-    soundfile.write(str(tmp_path / "stereo.wav"), np.stack([mono, mono], axis=1), sr)
+    soundfile.write(str(tmp_path / "mono.wav"), mono, sr, subtype="FLOAT")
+    # channels that differ: their mean is the mono clip, either channel alone is not
+    soundfile.write(str(tmp_path / "stereo.wav"), np.stack([0.5 * mono, 1.5 * mono], axis=1),
+                    sr, subtype="FLOAT")
     soundfile.write(str(tmp_path / "hi.flac"),
                     audresample.resample(mono, sr, 44100)[0], 44100)
     x, names, report = MediaFeatures(cache_dir=tmp_path / "c", progress=False).features(

@@ -78,6 +78,11 @@ def fold_split(fold: np.ndarray, test_fold: int | None, valid_fold: int) -> np.n
     return split.astype(str)
 
 
+def wants_baseline(cfg: RankConfig) -> bool:
+    """Ridge needs feature vectors: none for a scorer that reads token ids."""
+    return cfg.eval.baseline and not takes_tokens(cfg)
+
+
 def ridge_baseline(xs: dict, pool: rated.RatedPool, cfg: RankConfig, test: bool = True) -> dict:
     """Ridge on train + valid (alpha by leave-one-out), scored on test."""
     x = np.concatenate([xs["train"], xs["valid"]])
@@ -151,7 +156,7 @@ def _kfold(cfg: RankConfig, pool: rated.RatedPool, write: bool) -> tuple[_Traine
         if trained is None:  # a DDP process other than rank 0
             return None, {}
         row = {"fold": f, "best_epoch": trained.summary["best_epoch"], **trained.metrics}
-        if cfg.eval.baseline and not takes_tokens(cfg):
+        if wants_baseline(cfg):
             row["ridge"] = ridge_baseline(trained.xs, sub, cfg)
         rows.append(row)
     # the artifact's model: every fold but the last trains, the last selects the epoch
@@ -170,7 +175,7 @@ def _kfold(cfg: RankConfig, pool: rated.RatedPool, write: bool) -> tuple[_Traine
           "fold_results": rows,
           "artifact_model": f"trained on folds 0..{k - 2}, epoch chosen on fold {k - 1}",
           "artifact_valid": final.metrics["valid"]}
-    if cfg.eval.baseline and not takes_tokens(cfg):
+    if wants_baseline(cfg):
         ridge = [r["ridge"]["test"] for r in rows]
         r_mean, r_std = _mean_std(ridge)
         cv["baselines"] = {"ridge": {"model": "ridge", "fit_on": "train+valid of each fold",
@@ -197,10 +202,9 @@ def fit(cfg: RankConfig, data: rated.RatedPool | None = None, callbacks: list | 
         evaluation = {}
     if trained is None:
         return RunResult("rank", None, None, {}, None)
-    baseline = cfg.eval.baseline and not takes_tokens(cfg)  # ridge on token ids means nothing
     if protocol == "split":
         evaluation = {"protocol": "split", "split": _split_name(cfg, spec), **trained.metrics}
-        if baseline:
+        if wants_baseline(cfg):
             evaluation["baselines"] = {"ridge": ridge_baseline(trained.xs, pool, cfg)}
     model, run = trained.model, trained.run
     metrics = {
