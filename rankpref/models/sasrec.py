@@ -83,6 +83,8 @@ class SASRec(nn.Module):
     """The next-item interface every backbone gives: ``forward(inputs, table)`` states,
     ``item_weights()``, ``user_state(inputs)`` and ``score_all(inputs)``."""
 
+    causal = True  # attention sees earlier positions only (BERT4Rec: both directions)
+
     def __init__(self, cfg: SASRecConfig):
         super().__init__()
         self.cfg = cfg
@@ -123,13 +125,16 @@ class SASRec(nn.Module):
         x = self.emb_dropout(x)
         keep = inputs != 0
         x = x * keep.unsqueeze(-1)
-        causal = torch.ones(t, t, dtype=torch.bool, device=inputs.device).tril()
         eye = torch.eye(t, dtype=torch.bool, device=inputs.device)
         # a query attends to earlier real items and always to itself (so padded rows stay finite)
-        mask = (causal & keep.unsqueeze(1)) | eye
-        mask = mask.unsqueeze(1)
+        mask = keep.unsqueeze(1)
+        if self.causal:
+            mask = mask & torch.ones(t, t, dtype=torch.bool, device=inputs.device).tril()
+        mask = (mask | eye).unsqueeze(1)
         for block in self.blocks:
-            x = block(x, mask)
+            # padding stays zero, so a block that mixes positions by other means than masked
+            # attention (BSARec's Fourier filter) never sees what earlier blocks made of it
+            x = block(x, mask) * keep.unsqueeze(-1)
         return self.final_norm(x) if self.cfg.norm == "pre" else x
 
     def item_weights(self, rows: torch.Tensor | None = None) -> torch.Tensor:

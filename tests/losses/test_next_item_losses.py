@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from rankpref.registry import LOSSES
-from rankpref.losses import (bce_one_negative, full_cross_entropy,
-                             sampled_softmax)
+from rankpref.losses import (bce_one_negative, full_cross_entropy, gbce,
+                             sampled_softmax, sampled_softmax_logq)
 
 # ----------------------------------------------------------------------------- numpy references
 
@@ -48,6 +48,39 @@ def ref_sampled_softmax(states, weights, targets, negatives) -> float:
         pos = s[p] @ w[t]
         negs = [s[p] @ w[int(n)] for n in negatives[p] if int(n) != t]
         losses.append(np_logsumexp(np.array([pos] + negs)) - pos)
+    return float(np.mean(losses))
+
+
+def ref_gbce(states, weights, targets, negatives, num_items, t) -> float:
+    """gSASRec's loss as its reference computes it: the positive logit turned into
+    logit(sigmoid(s) ** beta), then plain BCE averaged over every logit of every row."""
+    s, w = states.astype(np.float64), weights.astype(np.float64)
+    k = negatives.shape[1]
+    alpha = k / (num_items - 1)
+    beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+    total, count = 0.0, 0
+    for p, tgt in enumerate(targets):
+        prob = (1 / (1 + np.exp(-(s[p] @ w[tgt])))) ** beta
+        total += -np.log(prob)
+        for n in negatives[p]:
+            if int(n) != tgt:  # an accidental hit is ignored, but still counted in the mean
+                total += np_softplus(s[p] @ w[int(n)])
+        count += 1 + k
+    return total / count
+
+
+def ref_logq(states, weights, targets, negatives, in_batch, popularity, num_items) -> float:
+    """Sampled softmax over {target} + uniform + shared in-batch candidates, each logit minus
+    log(M * q_j + N / num_items), accidental hits dropped."""
+    s, w = states.astype(np.float64), weights.astype(np.float64)
+    n, m = negatives.shape[1], len(in_batch)
+    log_q = np.log(m * popularity.astype(np.float64) + n / num_items)
+    losses = []
+    for p, tgt in enumerate(targets):
+        pos = s[p] @ w[tgt] - log_q[tgt]
+        cands = [s[p] @ w[int(j)] - log_q[int(j)] for j in list(negatives[p]) + list(in_batch)
+                 if int(j) != tgt]
+        losses.append(np_logsumexp(np.array([pos] + cands)) - pos)
     return float(np.mean(losses))
 
 
@@ -169,6 +202,76 @@ def test_sampled_softmax_extreme_scores():
     assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
 
 
+# ----------------------------------------------------------------------------- gBCE
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("t", [0.0, 0.75, 1.0])
+def test_gbce_matches_numpy(seed, t):
+    states, weights, targets, negatives = small_inputs(seed, n_neg=5)
+    got = float(gbce(states, weights, targets, negatives, num_items=12, calibration=t))
+    want = ref_gbce(states.numpy(), weights.numpy(), targets.numpy(), negatives.numpy(), 12, t)
+    assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+def test_gbce_at_t_zero_is_bce_over_all_negatives():
+    states, weights, targets, negatives = small_inputs(3, n_neg=4)
+    got = float(gbce(states, weights, targets, negatives, num_items=12, calibration=0.0))
+    logits_pos = (states * weights[targets]).sum(-1)
+    neg = torch.einsum("pd,pnd->pn", states, weights[negatives])
+    neg = neg.masked_fill(negatives == targets.view(-1, 1), float("-inf"))
+    plain = (torch.nn.functional.softplus(-logits_pos)
+             + torch.nn.functional.softplus(neg).sum(1)) / 5
+    assert got == pytest.approx(float(plain.mean()), rel=1e-6)
+
+
+def test_gbce_extreme_scores_and_bad_calibration():
+    logits, weights, targets, negatives = extreme_inputs()
+    got = float(gbce(logits, weights, targets, negatives, num_items=6))
+    assert np.isfinite(got)
+    assert got == pytest.approx(ref_gbce(logits.numpy(), weights.numpy(), targets.numpy(),
+                                         negatives.numpy(), 6, 0.75), rel=1e-5)
+    with pytest.raises(ValueError, match="calibration"):
+        gbce(logits, weights, targets, negatives, num_items=6, calibration=1.5)
+
+
+# ----------------------------------------------------------------------------- logQ softmax
+
+
+def _logq_inputs(seed):
+    states, weights, targets, negatives = small_inputs(seed, n_neg=4)
+    g = torch.Generator().manual_seed(100 + seed)
+    in_batch = targets[torch.randint(len(targets), (6,), generator=g)]
+    counts = torch.bincount(torch.randint(1, 13, (40,), generator=g), minlength=13).float()
+    counts[0] = 0
+    return states, weights, targets, negatives, in_batch, counts / counts.sum()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sampled_softmax_logq_matches_numpy(seed):
+    states, weights, targets, negatives, in_batch, pop = _logq_inputs(seed)
+    got = float(sampled_softmax_logq(states, weights, targets, negatives, in_batch=in_batch,
+                                     popularity=pop, num_items=12))
+    want = ref_logq(states.numpy(), weights.numpy(), targets.numpy(), negatives.numpy(),
+                    in_batch.numpy(), pop.numpy(), 12)
+    assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+def test_logq_correction_changes_the_loss_and_uniform_popularity_is_a_constant_shift():
+    states, weights, targets, negatives, in_batch, pop = _logq_inputs(1)
+    kw = dict(in_batch=in_batch, num_items=12)
+    skewed = float(sampled_softmax_logq(states, weights, targets, negatives, popularity=pop, **kw))
+    flat = torch.full((13,), 1 / 12)
+    flat[0] = 0
+    even = float(sampled_softmax_logq(states, weights, targets, negatives, popularity=flat, **kw))
+    # with every item equally popular the correction is one constant: plain sampled softmax
+    # over the same candidates
+    plain = float(sampled_softmax(states, weights, targets,
+                                  torch.cat([negatives, in_batch.expand(len(targets), -1)], 1)))
+    assert even == pytest.approx(plain, rel=1e-5)
+    assert abs(skewed - even) > 1e-3
+
+
 # ----------------------------------------------------------------------------- gradients
 
 
@@ -178,10 +281,20 @@ def _call(name, states, weights, targets, negatives):
         return fn(states, weights, targets)
     if name == "bce":
         return fn(states, weights, targets, negatives[:, :1].contiguous())
+    num_items = weights.shape[0] - 1
+    if name == "gbce":
+        return fn(states, weights, targets, negatives, num_items=num_items)
+    if name == "sampled_softmax_logq":
+        pop = torch.arange(num_items + 1, dtype=weights.dtype) / (num_items * (num_items + 1) / 2)
+        return fn(states, weights, targets, negatives, in_batch=targets.flip(0)[:3],
+                  popularity=pop, num_items=num_items)
     return fn(states, weights, targets, negatives)
 
 
-@pytest.mark.parametrize("name", ["ce", "bce", "sampled_softmax"])
+NAMES = ["ce", "bce", "sampled_softmax", "gbce", "sampled_softmax_logq"]
+
+
+@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("extreme", [False, True], ids=["normal", "extreme"])
 def test_gradients_finite(name, extreme):
     if extreme:
@@ -198,7 +311,7 @@ def test_gradients_finite(name, extreme):
     assert states.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["ce", "bce", "sampled_softmax"])
+@pytest.mark.parametrize("name", NAMES)
 def test_gradients_match_finite_differences(name):
     states, weights, targets, negatives = small_inputs(6, p=4, d=3, num_items=6, n_neg=3)
     states = states.double().requires_grad_(True)
@@ -228,4 +341,5 @@ def test_masked_negative_gets_no_gradient_from_negative_term():
 def test_loss_registry():
     got = {e.name: (e.obj, e.negatives) for e in LOSSES.entries("next_item")}
     assert got == {"ce": (full_cross_entropy, None), "bce": (bce_one_negative, "one"),
-                   "sampled_softmax": (sampled_softmax, "many")}
+                   "sampled_softmax": (sampled_softmax, "many"), "gbce": (gbce, "many"),
+                   "sampled_softmax_logq": (sampled_softmax_logq, "many")}

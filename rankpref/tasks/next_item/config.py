@@ -46,6 +46,10 @@ class DataConfig(DatasetConfig):
     valid_fraction: float = Field(0.1, gt=0, lt=1)
     test_fraction: float = Field(0.1, gt=0, lt=1)
     max_len: int = Field(50, ge=1)
+    train_on: Literal["every_position", "every_prefix"] = Field(
+        "every_position", description="every_position: all positions of a window at once, "
+        "causal (SASRec); every_prefix: each prefix a sample, loss on its last position "
+        "(RecBole, BSARec; needed by models that are not causal)")
     cold_items: float = Field(0.0, ge=0, lt=1, description="fraction of items held out of "
                               "training entirely (cold-start evaluation); 0 = none")
     cold_seed: int = 0
@@ -81,9 +85,13 @@ SAMPLED_NEGATIVES = 256  # eSASRec's setting for sampled softmax on Amazon data
 
 class LossConfig(Strict):
     name: str = Field("ce", description="a registered next-item loss: ce, bce, "
-                      "sampled_softmax; left unset, ce becomes sampled_softmax on a catalogue "
+                      "sampled_softmax, gbce, sampled_softmax_logq; left unset, ce becomes sampled_softmax on a catalogue "
                       "whose full softmax would not fit memory")
     num_negatives: int = Field(100, ge=1, description="negatives for losses that sample many")
+    in_batch_negatives: int = Field(256, ge=1, description="sampled_softmax_logq: negatives "
+                                    "drawn from the step's own targets (by popularity)")
+    calibration: float = Field(0.75, ge=0, le=1, description="gbce: gSASRec's t (0 = plain "
+                               "BCE, 1 = calibrated to the full softmax)")
 
     @field_validator("name")
     @classmethod

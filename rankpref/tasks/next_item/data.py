@@ -1,9 +1,12 @@
 """The data of next-item runs: the split a run trains on, sequence datasets and the data module.
 
-Training uses every position of a sequence at once (causal attention): a window of inputs
-``x_1..x_T`` comes with targets ``x_2..x_{T+1}``. Histories longer than ``max_len`` are cut
-from the end into consecutive windows, so every training interaction after a user's first is
-a target exactly once. Evaluation feeds the last ``max_len`` items of a history (a prefix of
+Two training recipes (``data.train_on``). ``every_position`` (SASRec's): every position of a
+sequence at once, under causal attention: a window of inputs ``x_1..x_T`` comes with targets
+``x_2..x_{T+1}``; histories longer than ``max_len`` are cut from the end into consecutive
+windows, so every training interaction after a user's first is a target exactly once.
+``every_prefix`` (RecBole's and BSARec's): each prefix ``x_1..x_t`` (its last ``max_len``
+items) is a sample of its own whose only target is ``x_{t+1}``, at the last position; a model
+that is not causal (BSARec's Fourier filter mixes the whole window) needs it. Evaluation feeds the last ``max_len`` items of a history (a prefix of
 the user's sequence) and scores the whole catalogue at the final position.
 """
 
@@ -69,6 +72,54 @@ class TrainWindows(Dataset):
 
     def __getitem__(self, i):
         return (*self.windows[i], int(self.owners[i]))
+
+
+class TrainPrefixes(Dataset):
+    """Every prefix of every training sequence as one sample: inputs are the last ``max_len``
+    items before position ``t``, and the target ``seq[t]`` sits at the last position (the
+    other target positions are padding, so the training step scores that one alone).
+    ``owners`` as :class:`TrainWindows`: the user whose last training item the prefix
+    predicts, else -1."""
+
+    def __init__(self, sequences: list[np.ndarray], max_len: int):
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        self.sequences = sequences
+        self.max_len = max_len
+        seq_ids, ends, owners = [], [], []
+        for pos, seq in enumerate(sequences):
+            n = len(seq) - 1  # targets seq[1..]
+            if n < 1:
+                continue
+            seq_ids.append(np.full(n, pos, dtype=np.int64))
+            ends.append(np.arange(1, n + 1, dtype=np.int64))
+            owner = np.full(n, -1, dtype=np.int64)
+            owner[-1] = pos
+            owners.append(owner)
+        empty = np.zeros(0, dtype=np.int64)
+        self.seq_ids = np.concatenate(seq_ids) if seq_ids else empty
+        self.ends = np.concatenate(ends) if ends else empty
+        self.owners = np.concatenate(owners) if owners else empty
+        self.lengths = np.minimum(self.ends, max_len)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, i):
+        seq, end = self.sequences[int(self.seq_ids[i])], int(self.ends[i])
+        inputs = seq[max(0, end - self.max_len):end]
+        targets = np.zeros(len(inputs), dtype=np.int64)
+        targets[-1] = seq[end]
+        return inputs, targets, int(self.owners[i])
+
+
+def training_samples(sequences: list[np.ndarray], max_len: int, train_on: str = "every_position"):
+    """The training set of a recipe (``data.train_on``)."""
+    if train_on == "every_prefix":
+        return TrainPrefixes(sequences, max_len)
+    if train_on == "every_position":
+        return TrainWindows(sequences, max_len)
+    raise ValueError(f"train_on must be every_position or every_prefix, got {train_on!r}")
 
 
 def _left_pad(arrays: list[np.ndarray], length: int) -> torch.Tensor:
@@ -173,15 +224,16 @@ class SequenceDataModule(DataModule):
     collate_eval = staticmethod(collate_eval)
 
     def __init__(self, split: Split, num_items: int, max_len: int = 50, batch_size: int = 128,
-                 eval_batch_size: int = 512, num_workers: int = 0, seed: int = 42):
+                 eval_batch_size: int = 512, num_workers: int = 0, seed: int = 42,
+                 train_on: str = "every_position"):
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
         self.split = split
         self.num_items = num_items
         self.max_len = max_len
-        self.train_set = TrainWindows(split.train_sequences, max_len)
+        self.train_set = training_samples(split.train_sequences, max_len, train_on)
         self.sets = {"valid": EvalSet(split.valid, max_len), "test": EvalSet(split.test, max_len)}
 
-    def train_dataset(self) -> TrainWindows:
+    def train_dataset(self) -> TrainWindows | TrainPrefixes:
         return self.train_set
 
     def eval_dataset(self, split: str) -> EvalSet:
@@ -230,7 +282,7 @@ def eval_loader(examples: EvalExamples, cfg: NextItemConfig) -> DataLoader:
 def datamodule(cfg: NextItemConfig, split: Split, num_items: int) -> SequenceDataModule:
     t = cfg.train
     return SequenceDataModule(split, num_items, cfg.data.max_len, t.batch_size,
-                              t.eval_batch_size, t.num_workers, t.seed)
+                              t.eval_batch_size, t.num_workers, t.seed, cfg.data.train_on)
 
 
 def eval_datamodule(cfg: NextItemConfig, vocab=None) -> SequenceDataModule:

@@ -11,7 +11,6 @@ import torch
 from rankpref.losses.contrastive import info_nce
 from rankpref.metrics.ranking import MetricAccumulator, batch_ranks
 from rankpref.registry import LOSSES
-
 from rankpref.tasks.next_item.config import NextItemConfig, parse_protocol
 from rankpref.tasks.next_item.data import row_chunks, score_rows
 
@@ -23,17 +22,32 @@ class NextItemModule(L.LightningModule):
     def __init__(self, model: torch.nn.Module, cfg: NextItemConfig, *,
                  cold_items: torch.Tensor | None = None,
                  rationale_vectors: torch.Tensor | None = None,
-                 owner_rationale: torch.Tensor | None = None):
+                 owner_rationale: torch.Tensor | None = None,
+                 popularity: torch.Tensor | None = None):
         """``cold_items``: item indices left out of the training softmax. The why loss needs
         ``rationale_vectors`` [R, d] and ``owner_rationale`` [training users] (the row of
         ``rationale_vectors`` for each training user, -1 = none) and a model with a
-        ``why_head``."""
+        ``why_head``. ``popularity`` [num_items + 1]: each item's share of the training
+        targets, for a loss that corrects for popularity-biased negatives."""
         super().__init__()
         self.model = model
         self.cfg = cfg
-        self.loss_fn = LOSSES.get(cfg.loss.name, "next_item")
-        self.negatives = LOSSES.entry(cfg.loss.name, "next_item").negatives
+        entry = LOSSES.entry(cfg.loss.name, "next_item")
+        self.loss_fn = entry.obj
+        self.negatives = entry.negatives
         self.num_items = model.cfg.num_items
+        self.in_batch = cfg.loss.in_batch_negatives if entry.meta.get("in_batch") else 0
+        wants = {name for name, p in inspect.signature(entry.obj).parameters.items()
+                 if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        self.loss_options = {key: value for key, value in (
+            ("num_items", self.num_items), ("calibration", cfg.loss.calibration))
+            if key in wants}
+        if "popularity" in wants and popularity is None:
+            raise ValueError(f"loss {cfg.loss.name!r} needs the item popularity")
+        self.register_buffer("popularity", popularity if "popularity" in wants else None,
+                             persistent=False)
+        # masked-item training (BERT4Rec) builds its own inputs and targets from each window
+        self.masked = callable(getattr(model, "masked_sample", None))
         self.sampled = parse_protocol(cfg.eval.protocol)
         self._acc: MetricAccumulator | None = None
         exclude = None
@@ -46,7 +60,8 @@ class NextItemModule(L.LightningModule):
         self.why_weight = cfg.pulse.why_weight if hasattr(model, "why_head") else 0.0
         # models whose item_weights(rows) gives a subset (the built-ins; an added model may not)
         weights = getattr(model, "item_weights", None)
-        self._rows_ok = callable(weights) and "rows" in inspect.signature(weights).parameters
+        self._rows_ok = (callable(weights) and "rows" in inspect.signature(weights).parameters
+                         and not self.masked)  # the mask token has no row in a subset
 
     def _why_loss(self, states: torch.Tensor, owners: torch.Tensor) -> torch.Tensor | None:
         """InfoNCE between the final state of each user's last window and its rationale."""
@@ -60,32 +75,50 @@ class NextItemModule(L.LightningModule):
                         temperature=self.cfg.pulse.temperature, key_ids=rows[sel])
 
     def training_step(self, batch, batch_idx):
-        inputs, keep = batch["inputs"], batch["targets"] != 0
-        targets = batch["targets"][keep]
-        negatives = None
+        inputs, grid = batch["inputs"], batch["targets"]
+        if self.masked:
+            inputs, grid = self.model.masked_sample(inputs, grid)
+        keep = grid != 0
+        targets = grid[keep]
+        negatives = in_batch = None
         if self.negatives is not None:
             n = 1 if self.negatives == "one" else self.cfg.loss.num_negatives
             negatives = torch.randint(1, self.num_items + 1, (len(targets), n),
                                       device=targets.device)
-        drawn = inputs.numel() + len(targets) + (0 if negatives is None else negatives.numel())
+        if self.in_batch:  # drawn from the step's targets: in proportion to popularity
+            in_batch = targets[torch.randint(len(targets), (self.in_batch,),
+                                             device=targets.device)]
+        popularity = self.popularity
+        drawn = (inputs.numel() + len(targets) + (0 if negatives is None else negatives.numel())
+                 + (0 if in_batch is None else len(in_batch)))
         if negatives is not None and self._rows_ok and 2 * drawn < self.num_items:
             # a sampled loss sees only the batch's items: compute just their vectors (at 818k
             # items PULSE's text projection of every item made the step 2.1x slower); when the
             # draws cover much of the catalogue (87k items, 256 negatives) the whole table is
             # faster (1.2x), so the subset is used only below half the catalogue
+            parts = [inputs.flatten(), targets, negatives.flatten()]
+            if in_batch is not None:
+                parts.append(in_batch)
             rows, inverse = torch.unique(torch.cat([
-                torch.zeros(1, dtype=inputs.dtype, device=inputs.device), inputs.flatten(),
-                targets, negatives.flatten()]), sorted=True, return_inverse=True)
+                torch.zeros(1, dtype=inputs.dtype, device=inputs.device), *parts]),
+                sorted=True, return_inverse=True)
             weights = self.model.item_weights(rows)
-            at = inverse[1:]  # row 0 (padding) is first: it stays index 0
-            inputs = at[:inputs.numel()].view_as(inputs)
-            targets = at[inputs.numel():inputs.numel() + len(targets)]
-            negatives = at[inputs.numel() + len(targets):].view_as(negatives)
+            pieces = inverse[1:].split([len(p) for p in parts])  # row 0 (padding) stays 0
+            inputs = pieces[0].view_as(inputs)
+            targets, negatives = pieces[1], pieces[2].view_as(negatives)
+            if in_batch is not None:
+                in_batch = pieces[3]
+            if popularity is not None:
+                popularity = popularity[rows]
         else:
             weights = self.model.item_weights()
         all_states = self.model(inputs, weights)
         states = all_states[keep]
-        loss = self.loss_fn(states, weights, targets, negatives=negatives, exclude=self.exclude)
+        options = dict(self.loss_options)
+        if in_batch is not None:
+            options.update(in_batch=in_batch, popularity=popularity)
+        loss = self.loss_fn(states, weights, targets, negatives=negatives, exclude=self.exclude,
+                            **options)
         if self.why_weight > 0 and self.rationale_vectors is not None and "owners" in batch:
             why = self._why_loss(all_states, batch["owners"])
             if why is not None:
