@@ -4,7 +4,8 @@ items (a cloze task), as RecBole runs it.
 Training (:meth:`BERT4Rec.masked_sample`): each item of a training sequence is replaced by a
 mask token with probability ``mask_ratio`` and the model predicts the original items at the
 masked positions with the task's loss (full softmax by default). Every row gets at least its
-last item masked when the draw masked none, so each sequence teaches what inference asks.
+last item masked when the draw masked none; and with probability ``last_item_ratio`` a whole
+batch masks only each row's last item (RecBole's ``ft_ratio``), which is what inference asks.
 Inference appends the mask token after the history and reads the state there: the next item.
 
 The mask token has its own vector (``mask_emb``), outside the item table, so the scored
@@ -29,23 +30,30 @@ class BERT4RecConfig(SASRecConfig):
     norm: Literal["pre", "post"] = "post"
     scale_embeddings: bool = False
     mask_ratio: float = 0.2    # RecBole's default
+    last_item_ratio: float = 0.5  # share of batches that mask only the last item (ft_ratio)
 
     def __post_init__(self):
         super().__post_init__()
         if not 0 < self.mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if not 0 <= self.last_item_ratio <= 1:
+            raise ValueError(f"last_item_ratio must be in [0, 1], got {self.last_item_ratio}")
 
 
 def mask_items(sequences: torch.Tensor, ratio: float, mask_id: int,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               generator: torch.Generator | None = None,
+               last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded item sequences [batch, T] -> (inputs with masked items replaced by
     ``mask_id``, targets: the original item at each masked position, else 0).
 
     Each real item is masked with probability ``ratio``; a row where none was drawn gets its
-    last item masked."""
+    last item masked. ``last_only``: mask each row's last item and nothing else."""
     real = sequences != 0
-    draw = torch.rand(sequences.shape, generator=generator, device=sequences.device) < ratio
-    masked = draw & real
+    if last_only:
+        masked = torch.zeros_like(real)
+    else:
+        draw = torch.rand(sequences.shape, generator=generator, device=sequences.device) < ratio
+        masked = draw & real
     none = ~masked.any(1) & real[:, -1]
     masked[none, -1] = True
     inputs = sequences.masked_fill(masked, mask_id)
@@ -74,7 +82,8 @@ class BERT4Rec(SASRec):
         prefix whose one target is last) -> the masked sequence ``x_1..x_{T+1}`` (its last
         ``max_len`` items) and the targets at its masked positions (0 elsewhere)."""
         sequences = torch.cat([inputs, targets[:, -1:]], dim=1)[:, -self.cfg.max_len:]
-        return mask_items(sequences, self.cfg.mask_ratio, self.mask_id, generator)
+        last_only = bool(torch.rand((), generator=generator) < self.cfg.last_item_ratio)
+        return mask_items(sequences, self.cfg.mask_ratio, self.mask_id, generator, last_only)
 
     def forward(self, inputs: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         table = self.item_weights() if table is None else table

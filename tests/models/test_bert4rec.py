@@ -34,6 +34,13 @@ def test_mask_items_masks_real_items_only_and_at_least_one_per_row():
     assert 0.25 < float(share) < 0.45
 
 
+def test_last_only_masks_the_last_item_of_every_row():
+    seqs = torch.tensor([[0, 0, 5, 6], [1, 2, 3, 4]])
+    inputs, targets = mask_items(seqs, 0.3, mask_id=31, last_only=True)
+    assert inputs.tolist() == [[0, 0, 5, 31], [1, 2, 3, 31]]
+    assert targets.tolist() == [[0, 0, 0, 6], [0, 0, 0, 4]]
+
+
 def test_masked_sample_rebuilds_the_window_and_keeps_max_len():
     m = _model()
     inputs = torch.tensor([[1, 2, 3, 4, 5, 6]])     # x_1..x_6, targets x_2..x_7
