@@ -1,0 +1,286 @@
+"""Recommendation benchmark: rankpref's backbones beside RecBole 1.2.1 on one split, in one run.
+
+Part ``ml100k`` (RecBole's own protocol on MovieLens-100k: no k-core, leave-one-out by time,
+max length 50, full ranking, history *not* masked):
+
+1. Both libraries read one file: ``ml-100k.inter`` stable-sorted by (user, timestamp), so the
+   many equal timestamps of a user come in the file's order for both (rankpref keeps file
+   order among ties; RecBole sorts with pandas).
+2. RecBole runs in its own virtualenv (numpy<2; made here on first use) through
+   ``benchmarks/recbole_runner.py``, which also exports every user's valid and test target;
+   the split check compares them with rankpref's, user by user.
+3. rankpref's rows are ``rankpref fit`` runs in child processes (one thread each).
+
+Every finished run leaves its metrics in the work folder and is not run again, so a stopped
+benchmark continues where it was (``--fresh`` reruns). Results go to
+``benchmarks/results/recommendation.json`` (rows named by dataset, library, model, variant,
+split, metric) and ``benchmarks/results/recommendation.png``.
+
+    python benchmarks/recommendation.py --parts recbole     # RecBole's models (slow: background)
+    python benchmarks/recommendation.py --parts ml100k      # rankpref's rows, split check, JSON
+    python benchmarks/recommendation.py --parts ml100k --models sasrec --epochs 2 \\
+        --work /tmp/smoke --output /tmp/smoke/rec.json     # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rankpref.io import write_json  # noqa: E402
+from rankpref.settings import data_dir  # noqa: E402
+
+PROTOCOL = ("RecBole's: no k-core, leave-one-out by time, max_len 50, full ranking, "
+            "history not masked")
+RECBOLE_PINS = ["recbole==1.2.1", "torch==2.13.0", "numpy<2", "pandas<2.2", "scipy", "pyyaml",
+                "colorlog", "colorama", "tensorboard", "thop", "tabulate", "plotly", "texttable"]
+
+# rankpref's rows on ml-100k: (model, variant) -> overrides of the protocol's base config
+ML100K_ROWS: dict[tuple[str, str], list[str]] = {
+    ("sasrec", "default"): ["model.name=sasrec"],
+    ("sasrec", "recbole-layout"): [
+        "model.name=sasrec", "model.norm=post", "model.scale_embeddings=false",
+        "model.dropout=0.5"],
+    ("gru4rec", "default"): ["model.name=gru4rec"],
+    ("bert4rec", "default"): ["model.name=bert4rec"],
+    ("bsarec", "every-prefix"): ["model.name=bsarec", "train.batch_size=256", "train.lr=0.0005"],
+}
+RECBOLE_MODELS = ["GRU4Rec", "SASRec"]
+RANKPREF_NAME = {"SASRec": "sasrec", "GRU4Rec": "gru4rec"}
+
+
+def sorted_feed(work: Path) -> Path:
+    """``work/ml-100k/ml-100k.inter``: the shared file stable-sorted by (user, timestamp)."""
+    import polars as pl
+
+    out = work / "ml-100k" / "ml-100k.inter"
+    if out.exists():
+        return out
+    source = data_dir() / "ml-100k" / "ml-100k.inter"
+    if not source.exists():
+        raise SystemExit(f"{source}: not found (set RANKPREF_DATA_DIR to the shared data)")
+    frame = pl.read_csv(source, separator="\t", infer_schema=False)
+    user, time_col = frame.columns[0], frame.columns[3]
+    frame = frame.with_columns(pl.col(user).cast(pl.Int64).alias("_u"),
+                               pl.col(time_col).cast(pl.Float64).alias("_t"))
+    frame = frame.sort(["_u", "_t"], maintain_order=True).drop("_u", "_t")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    frame.write_csv(tmp, separator="\t")
+    os.replace(tmp, out)
+    return out
+
+
+def base_overrides(feed: Path) -> list[str]:
+    return ["data.name=null", "data.format=recbole", f"data.path={feed}",
+            "data.min_user_interactions=0", "data.min_item_interactions=0", "data.max_len=50",
+            "eval.mask_history=false", "train.epochs=200", "train.patience=10",
+            "train.threads=1", "train.progress=false", "train.resume=false"]
+
+
+# ------------------------------------------------------------------------------ RecBole
+
+
+def recbole_python(work: Path) -> Path:
+    venv = work / "recbole-venv"
+    python = venv / "bin" / "python"
+    if not (venv / ".installed").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *RECBOLE_PINS], check=True)
+        (venv / ".installed").write_text(" ".join(RECBOLE_PINS))
+    return python
+
+
+def run_recbole(work: Path, models: list[str], epochs: int, fresh: bool) -> None:
+    python = recbole_python(work)
+    feed = sorted_feed(work)
+    for model in models:
+        out = work / "recbole" / f"{model}.json"
+        if out.exists() and not fresh:
+            print(f"recbole {model}: done before ({out})")
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        log = out.with_suffix(".log")
+        print(f"recbole {model}: running (log {log})", flush=True)
+        with open(log, "w") as fh:
+            subprocess.run([str(python), str(ROOT / "benchmarks" / "recbole_runner.py"),
+                            "--data-path", str(feed.parent.parent), "--dataset", "ml-100k",
+                            "--model", model, "--epochs", str(epochs), "--out", str(out)],
+                           check=True, stdout=fh, stderr=subprocess.STDOUT, cwd=work)
+
+
+# ------------------------------------------------------------------------------ rankpref
+
+
+def run_rankpref(run_dir: Path, overrides: list[str], fresh: bool) -> dict:
+    metrics_path = run_dir / "model" / "metrics.json"
+    if metrics_path.exists() and not fresh:
+        return json.loads(metrics_path.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "rankpref.cli", "fit", "--out", str(run_dir)]
+    for kv in overrides:
+        cmd += ["--set", kv]
+    started = time.perf_counter()
+    with open(run_dir / "fit.log", "w") as fh:
+        status = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+    if status != 0:
+        raise SystemExit(f"fit failed ({' '.join(cmd)}); see {run_dir / 'fit.log'}")
+    metrics = json.loads(metrics_path.read_text())
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return metrics
+
+
+def rankpref_targets(feed: Path) -> dict[str, dict[str, str]]:
+    """Every user's valid and test target in rankpref's split of ``feed`` (original ids)."""
+    from rankpref.data.datasets import prepare
+    from rankpref.tasks.next_item import load_config
+    from rankpref.tasks.next_item.data import training_split
+
+    cfg = load_config(overrides=base_overrides(feed)[:7])
+    dataset = prepare(cfg.data, quiet=True)
+    split, _ = training_split(dataset, cfg.data)
+    users, items = dataset.vocab.users, dataset.vocab.items
+    return {name: {users[u]: items[t] for u, t in zip(ex.users, ex.targets)}
+            for name, ex in (("valid", split.valid), ("test", split.test))}
+
+
+def split_check(feed: Path, work: Path) -> dict:
+    """Compare rankpref's held-out targets with those RecBole exported, user by user."""
+    ours = rankpref_targets(feed)
+    out = {"users": len(ours["test"])}
+    for model in RECBOLE_MODELS:
+        path = work / "recbole" / f"{model}.json"
+        if not path.exists():
+            continue
+        theirs = json.loads(path.read_text())
+        for name in ("valid", "test"):
+            got = theirs[f"{name}_targets"]
+            differ = sorted(u for u in set(ours[name]) | set(got) if ours[name].get(u) != got.get(u))
+            out[f"{model} {name}"] = {"users_compared": len(set(ours[name]) | set(got)),
+                                      "differ": len(differ), "first_differing": differ[:5]}
+        break  # RecBole's split is the same for every model it runs
+    compared = [v for v in out.values() if isinstance(v, dict)]
+    # None: no RecBole export to compare with yet
+    out["identical"] = all(v["differ"] == 0 for v in compared) if compared else None
+    return out
+
+
+# ------------------------------------------------------------------------------ rows
+
+
+def row(library: str, model: str, variant: str, m: dict, seed) -> dict:
+    test, valid = m["test"], m["valid"]
+    return {"dataset": "ml-100k", "protocol": PROTOCOL, "library": library, "model": model,
+            "variant": variant, "seed": seed, "split": "test",
+            "ndcg@10": test.get("ndcg@10"), "recall@10": test.get("recall@10"),
+            "valid ndcg@10": valid.get("ndcg@10"),
+            "seconds_per_epoch": round(m["seconds_per_epoch"], 2),
+            "best_epoch": m.get("best_epoch"), "epochs_run": m.get("epochs_run"),
+            **({"train_on": m["train_on"]} if "train_on" in m else {})}
+
+
+def recbole_rows(work: Path) -> list[dict]:
+    rows = []
+    for model in RECBOLE_MODELS:
+        path = work / "recbole" / f"{model}.json"
+        if path.exists():
+            m = json.loads(path.read_text())
+            rows.append(row("recbole 1.2.1", RANKPREF_NAME[model], "default",
+                            {**m, "test": {k.lower(): v for k, v in m["test"].items()},
+                             "valid": {k.lower(): v for k, v in m["valid"].items()}},
+                            m["seed"]))
+    return rows
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """rankpref's default row of each model against RecBole's, measured in this run."""
+    out = []
+    theirs = {r["model"]: r for r in rows if r["library"].startswith("recbole")}
+    for r in rows:
+        if r["library"] == "rankpref" and r["model"] in theirs:
+            t = theirs[r["model"]]
+            out.append({"model": r["model"], "variant": r["variant"],
+                        "ndcg@10 rankpref / recbole": round(r["ndcg@10"] / t["ndcg@10"], 3),
+                        "seconds_per_epoch recbole / rankpref": round(
+                            t["seconds_per_epoch"] / r["seconds_per_epoch"], 1)})
+    return out
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    from rankpref.plots import new_figure, save_figure
+
+    fig, ax = new_figure(7, 0.35 * len(rows) + 1.2)
+    labels = [f"{r['library'].split()[0]} {r['model']} ({r['variant']})" for r in rows]
+    values = [r["ndcg@10"] for r in rows]
+    colors = ["#888888" if r["library"].startswith("recbole") else "#3b6ea5" for r in rows]
+    ax.barh(labels, values, color=colors)
+    for y, v in enumerate(values):
+        ax.text(v, y, f" {v:.4f}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("test ndcg@10 (full ranking)")
+    ax.set_title("ml-100k, RecBole's protocol: rankpref (blue) and RecBole (grey)")
+    save_figure(fig, out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--parts", nargs="+", default=["ml100k"], choices=["recbole", "ml100k"])
+    ap.add_argument("--models", nargs="*", help="rankpref rows to run (model names)")
+    ap.add_argument("--recbole-models", nargs="*", default=RECBOLE_MODELS)
+    ap.add_argument("--recbole-epochs", type=int, default=300)
+    ap.add_argument("--epochs", type=int, help="cap rankpref's epochs (smoke runs)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--work", default=str(ROOT / ".cache" / "rankpref" / "bench"))
+    ap.add_argument("--output", default=str(ROOT / "benchmarks" / "results" /
+                                            "recommendation.json"))
+    ap.add_argument("--fresh", action="store_true", help="rerun finished runs")
+    args = ap.parse_args()
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+
+    if "recbole" in args.parts:
+        run_recbole(work, args.recbole_models, args.recbole_epochs, args.fresh)
+    if "ml100k" not in args.parts:
+        return
+    feed = sorted_feed(work)
+    rows = []
+    for (model, variant), extra in ML100K_ROWS.items():
+        if args.models and model not in args.models:
+            continue
+        for seed in args.seeds:
+            overrides = base_overrides(feed) + extra + [f"train.seed={seed}"]
+            if args.epochs:
+                overrides.append(f"train.epochs={args.epochs}")
+            print(f"rankpref {model} ({variant}) seed {seed}", flush=True)
+            m = run_rankpref(work / "runs" / f"ml100k-{model}-{variant}-s{seed}", overrides,
+                             args.fresh)
+            rows.append(row("rankpref", model, variant, m, seed))
+            print(f"  test ndcg@10 {m['test']['ndcg@10']:.4f}, "
+                  f"{m['seconds_per_epoch']:.1f} s/epoch", flush=True)
+    rows += recbole_rows(work)
+    result = {
+        "benchmark": "next-item recommendation, rankpref beside RecBole, full ranking",
+        "date": dt.date.today().isoformat(),
+        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, no GPU; one thread per run",
+        "ml-100k": {"protocol": PROTOCOL, "split_check": split_check(feed, work),
+                    "rows": rows, "ratios": ratios(rows)},
+    }
+    out = Path(args.output)
+    write_json(out, result)
+    plot(rows, out.with_suffix(".png"))
+    print(json.dumps(result["ml-100k"]["ratios"], indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
