@@ -68,17 +68,26 @@ def evaluate_model(model, datamodule: SequenceDataModule, cfg: NextItemConfig, s
                     num_items=datamodule.num_items)
 
 
-def cold_start_metrics(model, dm: SequenceDataModule, cfg: NextItemConfig, cold: np.ndarray) -> dict:
-    """Test metrics on the events whose target is a cold-start (held-out) item."""
+def cold_start_metrics(model, dm: SequenceDataModule, cfg: NextItemConfig, cold: np.ndarray,
+                       total: dict | None = None) -> dict:
+    """Test metrics broken down by the target: ``cold`` (a held-out item; also under
+    ``test``, its older name), ``warm`` (an item seen in training) and ``total`` (every
+    event: the run's test metrics, passed as ``total`` when already computed)."""
     test = dm.split.test
-    rows = np.flatnonzero(np.isin(test.targets, cold))
-    out = {"items_held_out": len(cold), "test_events": len(rows)}
-    if len(rows):
-        model.eval()
-        out["test"] = evaluate(lambda b: model.score_all(b["inputs"]),
-                               eval_loader(test.subset(rows), cfg), ks=cfg.eval.ks,
-                               mask_history=cfg.eval.mask_history, protocol=cfg.eval.protocol,
-                               seed=cfg.eval.seed, num_items=dm.num_items)
+    is_cold = np.isin(test.targets, cold)
+    out = {"items_held_out": len(cold), "test_events": int(is_cold.sum()),
+           "warm_test_events": int((~is_cold).sum())}
+    model.eval()
+    for name, rows in (("cold", np.flatnonzero(is_cold)), ("warm", np.flatnonzero(~is_cold))):
+        if len(rows):
+            out[name] = evaluate(lambda b: model.score_all(b["inputs"]),
+                                 eval_loader(test.subset(rows), cfg), ks=cfg.eval.ks,
+                                 mask_history=cfg.eval.mask_history,
+                                 protocol=cfg.eval.protocol, seed=cfg.eval.seed,
+                                 num_items=dm.num_items)
+    if "cold" in out:
+        out["test"] = out["cold"]
+    out["total"] = total if total is not None else evaluate_model(model, dm, cfg, "test")
     return out
 
 

@@ -104,7 +104,7 @@ def fit(cfg: NextItemConfig, data: PreparedDataset | None = None, callbacks: lis
         "valid": valid, "test": test, "data": dataset.stats, "split_stats": split.stats(),
     }
     if len(cold):
-        metrics["cold_start"] = cold_start_metrics(model, dm, cfg, cold)
+        metrics["cold_start"] = cold_start_metrics(model, dm, cfg, cold, total=test)
     if setup.info:
         metrics[cfg.model.name] = setup.info
     artifact = None

@@ -24,7 +24,8 @@ from rankpref.text import TextEncoder, item_texts
 log = logging.getLogger(__name__)
 
 # weights that belong to one catalogue and never transfer to another
-ITEM_WEIGHTS = ("item_emb.weight", "item_text", "id_known")
+ITEM_WEIGHTS = ("item_emb.weight", "item_text", "id_known", "text_center", "text_scale",
+                "text_basis")
 
 
 def text_encoder(cfg: NextItemConfig, progress: bool = True) -> TextEncoder:
@@ -77,6 +78,7 @@ def setup_pulse(cfg: NextItemConfig, dataset: PreparedDataset, split: Split,
     encoder = text_encoder(cfg, progress=cfg.train.progress)
     info: dict = {"text_model": encoder.model_id, "use_ids": m["use_ids"],
                   "use_text": m["use_text"], "id_dropout": m["id_dropout"],
+                  "item_repr": m["item_repr"], "id_init": m["id_init"],
                   "why_weight": p.why_weight,
                   "temperature": p.temperature}
     vectors, no_text = item_text_vectors(dataset, encoder)

@@ -325,17 +325,27 @@ def test_transfer_copies_shared_weights_only(pulse_run, tmp_path):
 
 
 def test_cold_start_items_are_scored_by_text(tmp_path):
-    """With 10% of items held out of training, PULSE (text) finds cold targets; SASRec,
-    whose cold item vectors are untrained, almost never does."""
+    """With 10% of items held out of training, PULSE (text) finds cold targets, with either
+    item representation; SASRec, whose cold item vectors are untrained, almost never does.
+    Every metric comes as cold / warm / total."""
     results = {}
-    for name in ("sasrec", "pulse"):
-        cfg = load_config(None, ["data.name=demo", f"model.name={name}", "data.cold_items=0.1",
-                                 f"output_dir={tmp_path / name}", *TINY])
+    for name, extra in (("sasrec", []), ("pulse", []),
+                        ("capped", ["model.item_repr=capped_delta"])):
+        model = "sasrec" if name == "sasrec" else "pulse"
+        cfg = load_config(None, ["data.name=demo", f"model.name={model}", "data.cold_items=0.1",
+                                 f"output_dir={tmp_path / name}", *TINY, *extra])
         metrics = json.loads((fit(cfg).artifact / "metrics.json").read_text())
         cold = metrics["cold_start"]
         assert cold["items_held_out"] == 150 and cold["test_events"] > 50
-        results[name] = cold["test"]["recall@20"]
+        assert cold["test_events"] + cold["warm_test_events"] == metrics["test"]["examples"]
+        assert cold["total"] == metrics["test"] and cold["test"] == cold["cold"]
+        # the total is the events' weighted mean of the two parts
+        mix = (cold["cold"]["recall@20"] * cold["test_events"] + cold["warm"]["recall@20"]
+               * cold["warm_test_events"]) / metrics["test"]["examples"]
+        assert mix == pytest.approx(metrics["test"]["recall@20"], rel=1e-6)
+        results[name] = cold["cold"]["recall@20"]
     assert results["pulse"] > results["sasrec"] + 0.05, results
+    assert results["capped"] > results["sasrec"] + 0.05, results
 
 
 def test_cli_fit_pulse_and_recommend_explain(pulse_run):
