@@ -3,9 +3,11 @@
 Part ``ml100k`` (RecBole's own protocol on MovieLens-100k: no k-core, leave-one-out by time,
 max length 50, full ranking, history *not* masked):
 
-1. Both libraries read one file: ``ml-100k.inter`` stable-sorted by (user, timestamp), so the
-   many equal timestamps of a user come in the file's order for both (rankpref keeps file
-   order among ties; RecBole sorts with pandas).
+1. Both libraries read one file: ``ml-100k.inter`` stable-sorted by (user, timestamp), its
+   timestamps then replaced by the row's rank in that order. ml-100k has many equal
+   timestamps per user; rankpref keeps file order among them but RecBole's sort does not
+   (with the real timestamps 5 valid and 4 test targets of 943 users differed), so the
+   ranks give both one order, the file's.
 2. RecBole runs in its own virtualenv (numpy<2; made here on first use) through
    ``benchmarks/recbole_runner.py``, which also exports every user's valid and test target;
    the split check compares them with rankpref's, user by user.
@@ -55,15 +57,18 @@ ML100K_ROWS: dict[tuple[str, str], list[str]] = {
     ("bert4rec", "default"): ["model.name=bert4rec"],
     ("bsarec", "every-prefix"): ["model.name=bsarec", "train.batch_size=256", "train.lr=0.0005"],
 }
-RECBOLE_MODELS = ["GRU4Rec", "SASRec"]
+RECBOLE_MODELS = ["SASRec", "GRU4Rec"]
+FEED = "ml100k_sorted"
 RANKPREF_NAME = {"SASRec": "sasrec", "GRU4Rec": "gru4rec"}
 
 
 def sorted_feed(work: Path) -> Path:
-    """``work/ml-100k/ml-100k.inter``: the shared file stable-sorted by (user, timestamp)."""
+    """``work/ml100k_sorted/ml100k_sorted.inter``: the shared file stable-sorted by (user,
+    timestamp), timestamps replaced by ranks (not named ml-100k: RecBole would read its own
+    bundled copy)."""
     import polars as pl
 
-    out = work / "ml-100k" / "ml-100k.inter"
+    out = work / FEED / f"{FEED}.inter"
     if out.exists():
         return out
     source = data_dir() / "ml-100k" / "ml-100k.inter"
@@ -74,6 +79,7 @@ def sorted_feed(work: Path) -> Path:
     frame = frame.with_columns(pl.col(user).cast(pl.Int64).alias("_u"),
                                pl.col(time_col).cast(pl.Float64).alias("_t"))
     frame = frame.sort(["_u", "_t"], maintain_order=True).drop("_u", "_t")
+    frame = frame.with_columns(pl.int_range(pl.len()).cast(pl.Utf8).alias(time_col))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     frame.write_csv(tmp, separator="\t")
@@ -104,6 +110,14 @@ def recbole_python(work: Path) -> Path:
 def run_recbole(work: Path, models: list[str], epochs: int, fresh: bool) -> None:
     python = recbole_python(work)
     feed = sorted_feed(work)
+    runner = [str(python), str(ROOT / "benchmarks" / "recbole_runner.py"), "--data-path",
+              str(feed.parent.parent), "--dataset", FEED]
+    split = work / "recbole" / "split.json"
+    if not split.exists() or fresh:
+        split.parent.mkdir(parents=True, exist_ok=True)
+        with open(split.with_suffix(".log"), "w") as fh:
+            subprocess.run([*runner, "--model", "SASRec", "--split-only", "--out", str(split)],
+                           check=True, stdout=fh, stderr=subprocess.STDOUT, cwd=work)
     for model in models:
         out = work / "recbole" / f"{model}.json"
         if out.exists() and not fresh:
@@ -113,9 +127,8 @@ def run_recbole(work: Path, models: list[str], epochs: int, fresh: bool) -> None
         log = out.with_suffix(".log")
         print(f"recbole {model}: running (log {log})", flush=True)
         with open(log, "w") as fh:
-            subprocess.run([str(python), str(ROOT / "benchmarks" / "recbole_runner.py"),
-                            "--data-path", str(feed.parent.parent), "--dataset", "ml-100k",
-                            "--model", model, "--epochs", str(epochs), "--out", str(out)],
+            subprocess.run([*runner, "--model", model, "--epochs", str(epochs),
+                            "--out", str(out)],
                            check=True, stdout=fh, stderr=subprocess.STDOUT, cwd=work)
 
 
@@ -158,17 +171,20 @@ def split_check(feed: Path, work: Path) -> dict:
     """Compare rankpref's held-out targets with those RecBole exported, user by user."""
     ours = rankpref_targets(feed)
     out = {"users": len(ours["test"])}
-    for model in RECBOLE_MODELS:
-        path = work / "recbole" / f"{model}.json"
+    # RecBole's split is the same for every model it runs: its split-only export, else the
+    # export of any finished model
+    for path in [work / "recbole" / "split.json",
+                 *(work / "recbole" / f"{m}.json" for m in RECBOLE_MODELS)]:
         if not path.exists():
             continue
         theirs = json.loads(path.read_text())
+        out["recbole_export"] = path.name
         for name in ("valid", "test"):
             got = theirs[f"{name}_targets"]
             differ = sorted(u for u in set(ours[name]) | set(got) if ours[name].get(u) != got.get(u))
-            out[f"{model} {name}"] = {"users_compared": len(set(ours[name]) | set(got)),
-                                      "differ": len(differ), "first_differing": differ[:5]}
-        break  # RecBole's split is the same for every model it runs
+            out[name] = {"users_compared": len(set(ours[name]) | set(got)),
+                         "differ": len(differ), "first_differing": differ[:5]}
+        break
     compared = [v for v in out.values() if isinstance(v, dict)]
     # None: no RecBole export to compare with yet
     out["identical"] = all(v["differ"] == 0 for v in compared) if compared else None
