@@ -113,7 +113,16 @@ class PulseSettings(Strict):
                             ".sqlite (the generation cache)")
     rationale_model: str | None = Field(None, description="use only rationales written by "
                                         "this model (refused if the file has none)")
+    why_objective: Literal["infonce", "distill"] = Field(
+        "infonce", description="infonce: align the why head's reason vector with the "
+        "rationale; distill: profile distillation (Severin et al., ECIR 2026), MSE between "
+        "the mean-pooled states of the user's last window and a trainable projection of the "
+        "rationale vector, for pulse.distill_epochs, then the recommendation loss alone")
     why_weight: float = Field(0.1, ge=0, description="lambda: weight of the why (InfoNCE) loss")
+    distill_weight: float = Field(0.4, gt=0, lt=1, description="distill: a in (1 - a) L_rec "
+                                  "+ a b L_distill, b = L_rec / L_distill (not trained "
+                                  "through), so the two terms start at the same scale")
+    distill_epochs: int = Field(12, ge=1, description="distill: epochs of the first stage")
     temperature: float = Field(0.1, gt=0)
     thought_space: str | None = Field(None, description="trained thought space folder; "
                                       "rationale vectors then pass through its rationale tower")

@@ -57,7 +57,12 @@ class NextItemModule(L.LightningModule):
         self.register_buffer("exclude", exclude, persistent=False)
         self.register_buffer("rationale_vectors", rationale_vectors, persistent=False)
         self.register_buffer("owner_rationale", owner_rationale, persistent=False)
-        self.why_weight = cfg.pulse.why_weight if hasattr(model, "why_head") else 0.0
+        self.distill = (cfg.pulse.why_objective == "distill" and rationale_vectors is not None
+                        and owner_rationale is not None)
+        self.why_weight = (cfg.pulse.why_weight if hasattr(model, "why_head")
+                           and not self.distill else 0.0)
+        if self.distill:  # trained beside the model, only for the first stage
+            self.profile_proj = torch.nn.Linear(rationale_vectors.shape[1], model.cfg.hidden)
         # models whose item_weights(rows) gives a subset (the built-ins; an added model may not)
         weights = getattr(model, "item_weights", None)
         self._rows_ok = (callable(weights) and "rows" in inspect.signature(weights).parameters
@@ -73,6 +78,21 @@ class NextItemModule(L.LightningModule):
             return None
         return info_nce(self.model.why_head(states[sel, -1]), self.rationale_vectors[rows[sel]],
                         temperature=self.cfg.pulse.temperature, key_ids=rows[sel])
+
+    def _distill_loss(self, states: torch.Tensor, real: torch.Tensor,
+                      owners: torch.Tensor) -> torch.Tensor | None:
+        """MSE between the mean-pooled states of each owner's window and the projection of
+        that user's rationale vector (profile distillation)."""
+        mine = owners >= 0
+        rows = torch.full_like(owners, -1)
+        rows[mine] = self.owner_rationale[owners[mine]]
+        sel = rows >= 0
+        if not bool(sel.any()):
+            return None
+        weights = real[sel].unsqueeze(-1).to(states.dtype)
+        pooled = (states[sel] * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        target = self.profile_proj(self.rationale_vectors[rows[sel]])
+        return torch.nn.functional.mse_loss(pooled, target)
 
     def training_step(self, batch, batch_idx):
         inputs, grid = batch["inputs"], batch["targets"]
@@ -119,6 +139,15 @@ class NextItemModule(L.LightningModule):
             options.update(in_batch=in_batch, popularity=popularity)
         loss = self.loss_fn(states, weights, targets, negatives=negatives, exclude=self.exclude,
                             **options)
+        if (self.distill and "owners" in batch
+                and self.current_epoch < self.cfg.pulse.distill_epochs):
+            distill = self._distill_loss(all_states, inputs != 0, batch["owners"])
+            if distill is not None:
+                self.log("train/distill_loss", distill, on_step=False, on_epoch=True,
+                         batch_size=len(targets), sync_dist=True)
+                a = self.cfg.pulse.distill_weight
+                scale = (loss.detach() / distill.detach().clamp_min(1e-8))
+                loss = (1 - a) * loss + a * scale * distill
         if self.why_weight > 0 and self.rationale_vectors is not None and "owners" in batch:
             why = self._why_loss(all_states, batch["owners"])
             if why is not None:
@@ -153,5 +182,6 @@ class NextItemModule(L.LightningModule):
                      sync_dist=True)  # identical on every rank after the all-reduce
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.train.lr,
+        # the module's own parameters too (profile distillation's projection)
+        return torch.optim.AdamW(self.parameters(), lr=self.cfg.train.lr,
                                  weight_decay=self.cfg.train.weight_decay)

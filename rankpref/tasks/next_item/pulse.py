@@ -79,7 +79,7 @@ def setup_pulse(cfg: NextItemConfig, dataset: PreparedDataset, split: Split,
     info: dict = {"text_model": encoder.model_id, "use_ids": m["use_ids"],
                   "use_text": m["use_text"], "id_dropout": m["id_dropout"],
                   "item_repr": m["item_repr"], "id_init": m["id_init"],
-                  "why_weight": p.why_weight,
+                  "why_objective": p.why_objective, "why_weight": p.why_weight,
                   "temperature": p.temperature}
     vectors, no_text = item_text_vectors(dataset, encoder)
     info["items_without_text"] = no_text
