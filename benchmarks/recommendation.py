@@ -218,11 +218,30 @@ def recbole_rows(work: Path) -> list[dict]:
     return rows
 
 
-def ratios(rows: list[dict]) -> list[dict]:
-    """rankpref's default row of each model against RecBole's, measured in this run."""
-    out = []
-    theirs = {r["model"]: r for r in rows if r["library"].startswith("recbole")}
+def summary(rows: list[dict]) -> list[dict]:
+    """One line per (library, model, variant): mean and std over its seeds."""
+    import numpy as np
+
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
+        groups.setdefault((r["library"], r["model"], r["variant"]), []).append(r)
+    out = []
+    for (library, model, variant), rs in groups.items():
+        line = {"dataset": rs[0]["dataset"], "library": library, "model": model,
+                "variant": variant, "split": "test", "seeds": [r["seed"] for r in rs]}
+        for key in ("ndcg@10", "recall@10", "valid ndcg@10", "seconds_per_epoch"):
+            values = np.array([r[key] for r in rs], dtype=float)
+            line[key] = round(float(values.mean()), 5)
+            line[f"{key} std"] = round(float(values.std(ddof=1)), 5) if len(rs) > 1 else None
+        out.append(line)
+    return out
+
+
+def ratios(lines: list[dict]) -> list[dict]:
+    """Each rankpref line of a model against RecBole's line of that model, this run."""
+    out = []
+    theirs = {r["model"]: r for r in lines if r["library"].startswith("recbole")}
+    for r in lines:
         if r["library"] == "rankpref" and r["model"] in theirs:
             t = theirs[r["model"]]
             out.append({"model": r["model"], "variant": r["variant"],
@@ -238,12 +257,13 @@ def plot(rows: list[dict], out: Path) -> None:
     fig, ax = new_figure(7, 0.35 * len(rows) + 1.2)
     labels = [f"{r['library'].split()[0]} {r['model']} ({r['variant']})" for r in rows]
     values = [r["ndcg@10"] for r in rows]
+    errors = [r.get("ndcg@10 std") or 0.0 for r in rows]
     colors = ["#888888" if r["library"].startswith("recbole") else "#3b6ea5" for r in rows]
-    ax.barh(labels, values, color=colors)
+    ax.barh(labels, values, xerr=errors, color=colors)
     for y, v in enumerate(values):
         ax.text(v, y, f" {v:.4f}", va="center", fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("test ndcg@10 (full ranking)")
+    ax.set_xlabel("test ndcg@10 (full ranking; bars: mean, whiskers: std over seeds)")
     ax.set_title("ml-100k, RecBole's protocol: rankpref (blue) and RecBole (grey)")
     save_figure(fig, out)
 
@@ -289,11 +309,11 @@ def main() -> None:
         "date": dt.date.today().isoformat(),
         "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, no GPU; one thread per run",
         "ml-100k": {"protocol": PROTOCOL, "split_check": split_check(feed, work),
-                    "rows": rows, "ratios": ratios(rows)},
+                    "summary": summary(rows), "ratios": ratios(summary(rows)), "rows": rows},
     }
     out = Path(args.output)
     write_json(out, result)
-    plot(rows, out.with_suffix(".png"))
+    plot(result["ml-100k"]["summary"], out.with_suffix(".png"))
     print(json.dumps(result["ml-100k"]["ratios"], indent=1))
     print(f"wrote {out}")
 

@@ -1,0 +1,93 @@
+"""benchmarks/recommendation.py: the feed both libraries read keeps each user's file order
+among equal timestamps (and breaks every tie), the split check names users whose held-out
+targets differ, and rows/ratios come out as the JSON quotes them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+INTER = """user_id:token\titem_id:token\trating:float\ttimestamp:float
+2\t20\t3\t100
+1\t11\t4\t50
+1\t13\t4\t70
+1\t12\t4\t50
+2\t21\t3\t100
+2\t22\t3\t90
+1\t14\t5\t80
+2\t23\t3\t110
+"""
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("rec_bench",
+                                                  ROOT / "benchmarks" / "recommendation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def shared(tmp_path, monkeypatch):
+    folder = tmp_path / "shared" / "ml-100k"
+    folder.mkdir(parents=True)
+    (folder / "ml-100k.inter").write_text(INTER)
+    monkeypatch.setenv("RANKPREF_DATA_DIR", str(tmp_path / "shared"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_feed_keeps_file_order_among_ties_and_breaks_every_tie(bench, shared):
+    feed = bench.sorted_feed(shared / "work")
+    lines = [line.split("\t") for line in feed.read_text().splitlines()[1:]]
+    by_user = {}
+    for user, item, _, rank in lines:
+        by_user.setdefault(user, []).append((item, int(rank)))
+    # user 1: 11 and 12 tie at t=50 and keep the file's order; user 2: 22 (t=90) comes
+    # first, then the tie 20, 21 in file order, then 23
+    assert [i for i, _ in by_user["1"]] == ["11", "12", "13", "14"]
+    assert [i for i, _ in by_user["2"]] == ["22", "20", "21", "23"]
+    ranks = [r for _, r in by_user["1"] + by_user["2"]]
+    assert ranks == sorted(set(ranks))  # strictly increasing: no two events tie any more
+    assert feed.parent.name == bench.FEED != "ml-100k"  # RecBole would read its own copy
+
+
+def test_split_check_compares_every_user(bench, shared):
+    work = shared / "work"
+    feed = bench.sorted_feed(work)
+    assert bench.split_check(feed, work)["identical"] is None  # nothing exported yet
+    ours = bench.rankpref_targets(feed)
+    assert ours["test"] == {"1": "14", "2": "23"} and ours["valid"] == {"1": "13", "2": "21"}
+    export = work / "recbole" / "split.json"
+    export.parent.mkdir(parents=True)
+    export.write_text(json.dumps({"valid_targets": ours["valid"], "test_targets": ours["test"]}))
+    assert bench.split_check(feed, work)["identical"] is True
+    export.write_text(json.dumps({"valid_targets": {"1": "13", "2": "20"},
+                                  "test_targets": ours["test"]}))
+    check = bench.split_check(feed, work)
+    assert check["identical"] is False
+    assert check["valid"]["differ"] == 1 and check["valid"]["first_differing"] == ["2"]
+
+
+def test_rows_and_ratios(bench):
+    m = {"test": {"ndcg@10": 0.06, "recall@10": 0.12}, "valid": {"ndcg@10": 0.07},
+         "seconds_per_epoch": 10.0, "best_epoch": 5, "epochs_run": 15}
+    ours = bench.row("rankpref", "sasrec", "default", m, 0)
+    theirs = bench.row("recbole 1.2.1", "sasrec", "default",
+                       {**m, "test": {"ndcg@10": 0.05, "recall@10": 0.1},
+                        "seconds_per_epoch": 200.0}, 2020)
+    assert ours["ndcg@10"] == 0.06 and ours["split"] == "test" and ours["dataset"] == "ml-100k"
+    other_seed = {**ours, "seed": 1, "ndcg@10": 0.04}
+    lines = bench.summary([ours, other_seed, theirs])
+    mine = next(line for line in lines if line["library"] == "rankpref")
+    assert mine["seeds"] == [0, 1] and mine["ndcg@10"] == pytest.approx(0.05)
+    assert mine["ndcg@10 std"] == pytest.approx(0.01414, rel=1e-3)
+    (ratio,) = bench.ratios(bench.summary([ours, theirs]))
+    assert ratio["ndcg@10 rankpref / recbole"] == pytest.approx(1.2)
+    assert ratio["seconds_per_epoch recbole / rankpref"] == pytest.approx(20.0)
