@@ -20,6 +20,7 @@ split, metric) and ``benchmarks/results/recommendation.png``.
 
     python benchmarks/recommendation.py --parts recbole     # RecBole's models (slow: background)
     python benchmarks/recommendation.py --parts ml100k      # rankpref's rows, split check, JSON
+    python benchmarks/recommendation.py --parts beauty --models sasrec   # Beauty rows
     python benchmarks/recommendation.py --parts ml100k --models sasrec --epochs 2 \\
         --work /tmp/smoke --output /tmp/smoke/rec.json     # a smoke run
 """
@@ -56,6 +57,20 @@ ML100K_ROWS: dict[tuple[str, str], list[str]] = {
     ("gru4rec", "default"): ["model.name=gru4rec"],
     ("bert4rec", "default"): ["model.name=bert4rec"],
     ("bsarec", "every-prefix"): ["model.name=bsarec", "train.batch_size=256", "train.lr=0.0005"],
+}
+# Beauty (the S3-Rec split, history masked, full ranking): rows on the PULSE benchmark's base
+# config (benchmarks/configs/pulse_beauty.yaml: 25 epochs at most, patience 3), so rows
+# differ only in what they name; each row's paired bootstrap is against the first row
+BEAUTY_CONFIG = ROOT / "benchmarks" / "configs" / "pulse_beauty.yaml"
+BEAUTY_ROWS: dict[tuple[str, str], list[str]] = {
+    ("sasrec", "ce"): ["model.name=sasrec"],
+    ("sasrec", "sampled_softmax_logq"): [
+        "model.name=sasrec", "loss.name=sampled_softmax_logq", "loss.num_negatives=256",
+        "loss.in_batch_negatives=256"],
+    ("sasrec", "gbce"): ["model.name=sasrec", "loss.name=gbce", "loss.num_negatives=256"],
+    ("pulse", "text, cold 10%, sum"): ["model.name=pulse", "data.cold_items=0.1"],
+    ("pulse", "text, cold 10%, capped_delta"): [
+        "model.name=pulse", "data.cold_items=0.1", "model.item_repr=capped_delta"],
 }
 RECBOLE_MODELS = ["SASRec", "GRU4Rec"]
 FEED = "ml100k_sorted"
@@ -135,12 +150,15 @@ def run_recbole(work: Path, models: list[str], epochs: int, fresh: bool) -> None
 # ------------------------------------------------------------------------------ rankpref
 
 
-def run_rankpref(run_dir: Path, overrides: list[str], fresh: bool) -> dict:
+def run_rankpref(run_dir: Path, overrides: list[str], fresh: bool,
+                 config: Path | None = None) -> dict:
     metrics_path = run_dir / "model" / "metrics.json"
     if metrics_path.exists() and not fresh:
         return json.loads(metrics_path.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "rankpref.cli", "fit", "--out", str(run_dir)]
+    if config is not None:
+        cmd += ["--config", str(config)]
     for kv in overrides:
         cmd += ["--set", kv]
     started = time.perf_counter()
@@ -194,9 +212,10 @@ def split_check(feed: Path, work: Path) -> dict:
 # ------------------------------------------------------------------------------ rows
 
 
-def row(library: str, model: str, variant: str, m: dict, seed) -> dict:
+def row(library: str, model: str, variant: str, m: dict, seed, dataset: str = "ml-100k",
+        protocol: str = PROTOCOL) -> dict:
     test, valid = m["test"], m["valid"]
-    return {"dataset": "ml-100k", "protocol": PROTOCOL, "library": library, "model": model,
+    return {"dataset": dataset, "protocol": protocol, "library": library, "model": model,
             "variant": variant, "seed": seed, "split": "test",
             "ndcg@10": test.get("ndcg@10"), "recall@10": test.get("recall@10"),
             "valid ndcg@10": valid.get("ndcg@10"),
@@ -211,7 +230,12 @@ def recbole_rows(work: Path) -> list[dict]:
         path = work / "recbole" / f"{model}.json"
         if path.exists():
             m = json.loads(path.read_text())
-            rows.append(row("recbole 1.2.1", RANKPREF_NAME[model], "default",
+            capped = m["epochs_run"] >= m["config"]["epochs"]
+            # a run stopped by its epoch cap, not by early stopping, times epochs but has
+            # not converged: its accuracy is no comparison
+            variant = (f"default, capped at {m['config']['epochs']} epochs (timing only)"
+                       if capped else "default")
+            rows.append(row("recbole 1.2.1", RANKPREF_NAME[model], variant,
                             {**m, "test": {k.lower(): v for k, v in m["test"].items()},
                              "valid": {k.lower(): v for k, v in m["valid"].items()}},
                             m["seed"]))
@@ -244,11 +268,87 @@ def ratios(lines: list[dict]) -> list[dict]:
     for r in lines:
         if r["library"] == "rankpref" and r["model"] in theirs:
             t = theirs[r["model"]]
-            out.append({"model": r["model"], "variant": r["variant"],
-                        "ndcg@10 rankpref / recbole": round(r["ndcg@10"] / t["ndcg@10"], 3),
-                        "seconds_per_epoch recbole / rankpref": round(
-                            t["seconds_per_epoch"] / r["seconds_per_epoch"], 1)})
+            ratio = {"model": r["model"], "variant": r["variant"],
+                     "recbole variant": t["variant"],
+                     "seconds_per_epoch recbole / rankpref": round(
+                         t["seconds_per_epoch"] / r["seconds_per_epoch"], 1)}
+            if "timing only" not in t["variant"]:
+                ratio["ndcg@10 rankpref / recbole"] = round(r["ndcg@10"] / t["ndcg@10"], 3)
+            out.append(ratio)
     return out
+
+
+def per_user_ndcg(artifact: Path, k: int = 10) -> dict[int, float]:
+    """Test ndcg@k of every user of an artifact's own split (for paired comparisons)."""
+    import torch
+
+    from rankpref.metrics.ranking import batch_ranks
+    from rankpref.tasks.next_item import Recommender
+    from rankpref.tasks.next_item.data import eval_datamodule, row_chunks, score_rows
+
+    rec = Recommender.load(artifact)
+    dm = eval_datamodule(rec.cfg, rec.vocab)
+    model = rec.model.eval()
+    out = {}
+    with torch.no_grad():
+        for batch in dm.eval_dataloader("test"):
+            for part in row_chunks(batch, score_rows(dm.num_items)):
+                ranks = batch_ranks(model.score_all(part["inputs"]), part["history"],
+                                    part["targets"], mask_history=rec.cfg.eval.mask_history)
+                gains = torch.where(ranks < k, 1.0 / torch.log2(ranks.float() + 2), 0.0)
+                out.update(zip(part["users"].tolist(), gains.tolist()))
+    return out
+
+
+def paired_bootstrap(a: dict[int, float], b: dict[int, float], samples: int = 2000,
+                     seed: int = 0) -> dict:
+    """Mean of b - a over the users both have, with a 95% percentile interval from
+    resampling users."""
+    import numpy as np
+
+    users = sorted(set(a) & set(b))
+    diff = np.array([b[u] - a[u] for u in users])
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"users": len(users), "mean_difference": round(float(diff.mean()), 5),
+            "ci95": [round(float(low), 5), round(float(high), 5)]}
+
+
+def run_beauty(work: Path, models: list[str] | None, seeds: list[int], epochs: int | None,
+               fresh: bool) -> dict:
+    rows, per_user = [], {}
+    for (model, variant), extra in BEAUTY_ROWS.items():
+        if models and model not in models:
+            continue
+        for seed in seeds:
+            overrides = ["train.progress=false", "train.resume=false", *extra,
+                         f"train.seed={seed}"]
+            if epochs:
+                overrides.append(f"train.epochs={epochs}")
+            name = f"beauty-{model}-{variant.replace(' ', '').replace(',', '-')}-s{seed}"
+            print(f"rankpref beauty {model} ({variant}) seed {seed}", flush=True)
+            m = run_rankpref(work / "runs" / name, overrides, fresh, config=BEAUTY_CONFIG)
+            r = row("rankpref", model, variant, m, seed, dataset="beauty",
+                    protocol="S3-Rec split, leave-one-out, full ranking, history masked")
+            if "cold_start" in m:
+                cold = m["cold_start"]
+                r.update({f"{part} ndcg@10": cold[part]["ndcg@10"] for part in ("cold", "warm")
+                          if part in cold})
+                r.update({f"{part} recall@10": cold[part]["recall@10"]
+                          for part in ("cold", "warm") if part in cold})
+            rows.append(r)
+            per_user[(model, variant, seed)] = per_user_ndcg(work / "runs" / name / "model")
+            print(f"  test ndcg@10 {m['test']['ndcg@10']:.4f}", flush=True)
+    paired = []
+    keys = list(per_user)
+    for key in keys[1:]:
+        base = next((k for k in keys if k[2] == key[2]), None)  # first row, same seed
+        if base is not None and base != key:
+            paired.append({"baseline": f"{base[0]} ({base[1]})", "row": f"{key[0]} ({key[1]})",
+                           "seed": key[2], "ndcg@10": paired_bootstrap(per_user[base],
+                                                                       per_user[key])})
+    return {"rows": rows, "summary": summary(rows), "paired_bootstrap": paired}
 
 
 def plot(rows: list[dict], out: Path) -> None:
@@ -270,7 +370,8 @@ def plot(rows: list[dict], out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--parts", nargs="+", default=["ml100k"], choices=["recbole", "ml100k"])
+    ap.add_argument("--parts", nargs="+", default=["ml100k"],
+                    choices=["recbole", "ml100k", "beauty"])
     ap.add_argument("--models", nargs="*", help="rankpref rows to run (model names)")
     ap.add_argument("--recbole-models", nargs="*", default=RECBOLE_MODELS)
     ap.add_argument("--recbole-epochs", type=int, default=300)
@@ -284,8 +385,20 @@ def main() -> None:
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
 
+    out = Path(args.output)
+    # each part updates its own section of the results; the others are kept
+    result = json.loads(out.read_text()) if out.exists() else {}
+    result.update({
+        "benchmark": "next-item recommendation, rankpref beside RecBole, full ranking",
+        "date": dt.date.today().isoformat(),
+        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, no GPU; one thread per run",
+    })
     if "recbole" in args.parts:
         run_recbole(work, args.recbole_models, args.recbole_epochs, args.fresh)
+    if "beauty" in args.parts:
+        result["beauty"] = run_beauty(work, args.models, args.seeds, args.epochs, args.fresh)
+        write_json(out, result)
+        print(json.dumps(result["beauty"]["paired_bootstrap"], indent=1))
     if "ml100k" not in args.parts:
         return
     feed = sorted_feed(work)
@@ -304,14 +417,9 @@ def main() -> None:
             print(f"  test ndcg@10 {m['test']['ndcg@10']:.4f}, "
                   f"{m['seconds_per_epoch']:.1f} s/epoch", flush=True)
     rows += recbole_rows(work)
-    result = {
-        "benchmark": "next-item recommendation, rankpref beside RecBole, full ranking",
-        "date": dt.date.today().isoformat(),
-        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, no GPU; one thread per run",
-        "ml-100k": {"protocol": PROTOCOL, "split_check": split_check(feed, work),
-                    "summary": summary(rows), "ratios": ratios(summary(rows)), "rows": rows},
-    }
-    out = Path(args.output)
+    result["ml-100k"] = {"protocol": PROTOCOL, "split_check": split_check(feed, work),
+                         "summary": summary(rows), "ratios": ratios(summary(rows)),
+                         "rows": rows}
     write_json(out, result)
     plot(result["ml-100k"]["summary"], out.with_suffix(".png"))
     print(json.dumps(result["ml-100k"]["ratios"], indent=1))
