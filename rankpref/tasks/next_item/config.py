@@ -46,10 +46,13 @@ class DataConfig(DatasetConfig):
     valid_fraction: float = Field(0.1, gt=0, lt=1)
     test_fraction: float = Field(0.1, gt=0, lt=1)
     max_len: int = Field(50, ge=1)
-    train_on: Literal["every_position", "every_prefix"] = Field(
+    train_on: Literal["every_position", "every_prefix", "sliding"] = Field(
         "every_position", description="every_position: all positions of a window at once, "
         "causal (SASRec); every_prefix: each prefix a sample, loss on its last position "
-        "(RecBole, BSARec; needed by models that are not causal)")
+        "(RecBole, BSARec; needed by models that are not causal); sliding: windows every "
+        "data.window_stride targets, loss on their last window_stride positions")
+    window_stride: int = Field(10, ge=1, description="sliding: targets between window ends "
+                               "(1 = every_prefix; max_len = every_position)")
     cold_items: float = Field(0.0, ge=0, lt=1, description="fraction of items held out of "
                               "training entirely (cold-start evaluation); 0 = none")
     cold_seed: int = 0

@@ -6,7 +6,10 @@ sequence at once, under causal attention: a window of inputs ``x_1..x_T`` comes 
 windows, so every training interaction after a user's first is a target exactly once.
 ``every_prefix`` (RecBole's and BSARec's): each prefix ``x_1..x_t`` (its last ``max_len``
 items) is a sample of its own whose only target is ``x_{t+1}``, at the last position; a model
-that is not causal (BSARec's Fourier filter mixes the whole window) needs it. Evaluation feeds the last ``max_len`` items of a history (a prefix of
+that is not causal (BSARec's Fourier filter mixes the whole window) needs it. ``sliding``
+lies between: windows end every ``data.window_stride`` targets and score only their last
+``window_stride``, so each target keeps at least ``max_len - window_stride`` items of context
+at ``max_len / window_stride`` times the work of ``every_position``. Evaluation feeds the last ``max_len`` items of a history (a prefix of
 the user's sequence) and scores the whole catalogue at the final position.
 """
 
@@ -75,25 +78,31 @@ class TrainWindows(Dataset):
 
 
 class TrainPrefixes(Dataset):
-    """Every prefix of every training sequence as one sample: inputs are the last ``max_len``
-    items before position ``t``, and the target ``seq[t]`` sits at the last position (the
-    other target positions are padding, so the training step scores that one alone).
-    ``owners`` as :class:`TrainWindows`: the user whose last training item the prefix
-    predicts, else -1."""
+    """Training samples that end every ``stride`` targets of a sequence: inputs are the last
+    ``max_len`` items before the sample's end, and the sample's loss is on its last
+    ``stride`` targets only (the earlier ones belong to the sample before), so every target
+    is scored exactly once, after at least ``max_len - stride`` items of context where the
+    history has them. ``stride=1`` is every prefix (one target at the last position);
+    ``stride=max_len`` cuts the same windows as :class:`TrainWindows`. ``owners`` as
+    :class:`TrainWindows`: the user whose last training item the sample predicts, else -1."""
 
-    def __init__(self, sequences: list[np.ndarray], max_len: int):
+    def __init__(self, sequences: list[np.ndarray], max_len: int, stride: int = 1):
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
+        if not 1 <= stride <= max_len:
+            raise ValueError(f"stride must be in 1..max_len ({max_len}), got {stride}")
         self.sequences = sequences
         self.max_len = max_len
+        self.stride = stride
         seq_ids, ends, owners = [], [], []
         for pos, seq in enumerate(sequences):
-            n = len(seq) - 1  # targets seq[1..]
+            n = len(seq) - 1  # targets seq[1..n]
             if n < 1:
                 continue
-            seq_ids.append(np.full(n, pos, dtype=np.int64))
-            ends.append(np.arange(1, n + 1, dtype=np.int64))
-            owner = np.full(n, -1, dtype=np.int64)
+            end = np.arange(n, 0, -stride, dtype=np.int64)[::-1]
+            seq_ids.append(np.full(len(end), pos, dtype=np.int64))
+            ends.append(end)
+            owner = np.full(len(end), -1, dtype=np.int64)
             owner[-1] = pos
             owners.append(owner)
         empty = np.zeros(0, dtype=np.int64)
@@ -107,19 +116,28 @@ class TrainPrefixes(Dataset):
 
     def __getitem__(self, i):
         seq, end = self.sequences[int(self.seq_ids[i])], int(self.ends[i])
-        inputs = seq[max(0, end - self.max_len):end]
-        targets = np.zeros(len(inputs), dtype=np.int64)
-        targets[-1] = seq[end]
+        start = max(0, end - self.max_len)
+        inputs = seq[start:end]
+        targets = seq[start + 1:end + 1].copy()
+        # the targets up to end - stride are scored by the sample ending there
+        first = end - self.stride - start  # positions before this one are not this sample's
+        if first > 0:
+            targets[:first] = 0
         return inputs, targets, int(self.owners[i])
 
 
-def training_samples(sequences: list[np.ndarray], max_len: int, train_on: str = "every_position"):
-    """The training set of a recipe (``data.train_on``)."""
+def training_samples(sequences: list[np.ndarray], max_len: int, train_on: str = "every_position",
+                     stride: int = 10):
+    """The training set of a recipe (``data.train_on``; ``stride``: ``data.window_stride``,
+    used by ``sliding``)."""
     if train_on == "every_prefix":
         return TrainPrefixes(sequences, max_len)
+    if train_on == "sliding":
+        return TrainPrefixes(sequences, max_len, min(stride, max_len))
     if train_on == "every_position":
         return TrainWindows(sequences, max_len)
-    raise ValueError(f"train_on must be every_position or every_prefix, got {train_on!r}")
+    raise ValueError(f"train_on must be every_position, every_prefix or sliding, got "
+                     f"{train_on!r}")
 
 
 def _left_pad(arrays: list[np.ndarray], length: int) -> torch.Tensor:
@@ -225,12 +243,12 @@ class SequenceDataModule(DataModule):
 
     def __init__(self, split: Split, num_items: int, max_len: int = 50, batch_size: int = 128,
                  eval_batch_size: int = 512, num_workers: int = 0, seed: int = 42,
-                 train_on: str = "every_position"):
+                 train_on: str = "every_position", stride: int = 10):
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
         self.split = split
         self.num_items = num_items
         self.max_len = max_len
-        self.train_set = training_samples(split.train_sequences, max_len, train_on)
+        self.train_set = training_samples(split.train_sequences, max_len, train_on, stride)
         self.sets = {"valid": EvalSet(split.valid, max_len), "test": EvalSet(split.test, max_len)}
 
     def train_dataset(self) -> TrainWindows | TrainPrefixes:
@@ -282,7 +300,8 @@ def eval_loader(examples: EvalExamples, cfg: NextItemConfig) -> DataLoader:
 def datamodule(cfg: NextItemConfig, split: Split, num_items: int) -> SequenceDataModule:
     t = cfg.train
     return SequenceDataModule(split, num_items, cfg.data.max_len, t.batch_size,
-                              t.eval_batch_size, t.num_workers, t.seed, cfg.data.train_on)
+                              t.eval_batch_size, t.num_workers, t.seed, cfg.data.train_on,
+                              cfg.data.window_stride)
 
 
 def eval_datamodule(cfg: NextItemConfig, vocab=None) -> SequenceDataModule:

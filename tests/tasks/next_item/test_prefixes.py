@@ -45,3 +45,33 @@ def test_training_samples_picks_the_recipe():
     assert isinstance(training_samples(seqs, 5, "every_prefix"), TrainPrefixes)
     with pytest.raises(ValueError, match="train_on"):
         training_samples(seqs, 5, "every_other")
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 4])
+def test_sliding_windows_score_every_target_once_with_context(stride):
+    rng = np.random.default_rng(stride)
+    seqs = [rng.integers(1, 50, size=n) for n in (1, 2, 5, 9, 13)]
+    ds = TrainPrefixes(seqs, max_len=4, stride=stride)
+    scored = {}
+    for i in range(len(ds)):
+        inputs, targets, _ = ds[i]
+        pos, end = int(ds.seq_ids[i]), int(ds.ends[i])
+        seq = seqs[pos]
+        start = max(0, end - 4)
+        assert inputs.tolist() == seq[start:end].tolist()
+        for j in np.flatnonzero(targets):
+            t = start + 1 + j                          # the target's position in seq
+            assert targets[j] == seq[t]
+            assert (pos, t) not in scored
+            scored[(pos, t)] = t - start               # items of context it was scored after
+    assert sorted(scored) == [(p, t) for p, s in enumerate(seqs) for t in range(1, len(s))]
+    # each target sees at least max_len - stride items before it, where there are that many
+    assert all(ctx >= min(t, 4 - stride + 1) for (p, t), ctx in scored.items())
+
+
+def test_stride_max_len_cuts_the_windows_of_every_position():
+    seq = np.arange(1, 12)
+    a = TrainPrefixes([seq], max_len=4, stride=4)
+    b = TrainWindows([seq], max_len=4)
+    assert [(x.tolist(), t.tolist()) for x, t, _ in (a[i] for i in range(len(a)))] == \
+        [(x.tolist(), t.tolist()) for x, t in b.windows]
