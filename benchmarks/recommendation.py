@@ -54,7 +54,11 @@ ML100K_ROWS: dict[tuple[str, str], list[str]] = {
     ("sasrec", "recbole-layout"): [
         "model.name=sasrec", "model.norm=post", "model.scale_embeddings=false",
         "model.dropout=0.5"],
+    ("sasrec", "sliding-10"): ["model.name=sasrec", "data.train_on=sliding",
+                               "data.window_stride=10"],
     ("gru4rec", "default"): ["model.name=gru4rec"],
+    ("gru4rec", "sliding-10"): ["model.name=gru4rec", "data.train_on=sliding",
+                                "data.window_stride=10"],
     ("bert4rec", "default"): ["model.name=bert4rec"],
     ("bsarec", "every-prefix"): ["model.name=bsarec", "train.batch_size=256", "train.lr=0.0005"],
 }
