@@ -42,7 +42,7 @@ def test_model_params_follow_the_chosen_model():
         load_config(overrides=["model.name=pulse", "model.text_dim=8"])
     with pytest.raises(ConfigError, match=r"divisible by heads"):  # the dataclass's own check
         load_config(overrides=["model.hidden=33"])
-    with pytest.raises(ConfigError, match=r"unknown model 'gru9'.*sasrec, pulse"):
+    with pytest.raises(ConfigError, match=r"unknown model 'gru9'.*bsarec.*gru4rec.*pulse"):
         load_config(overrides=["model.name=gru9"])
 
 
