@@ -319,9 +319,23 @@ def paired_bootstrap(a: dict[int, float], b: dict[int, float], samples: int = 20
             "ci95": [round(float(low), 5), round(float(high), 5)]}
 
 
+def paired_against(artifacts: dict[tuple, Path], baseline: tuple[str, str]) -> list[dict]:
+    """Each row's per-user test ndcg@10 against ``baseline``'s (model, variant) of the same
+    seed: the mean difference over users and its 95% bootstrap interval."""
+    per_user = {key: per_user_ndcg(path) for key, path in artifacts.items()}
+    out = []
+    for (model, variant, seed), scores in per_user.items():
+        base = per_user.get((*baseline, seed))
+        if base is None or (model, variant) == baseline:
+            continue
+        out.append({"baseline": f"{baseline[0]} ({baseline[1]})", "row": f"{model} ({variant})",
+                    "seed": seed, "ndcg@10": paired_bootstrap(base, scores)})
+    return out
+
+
 def run_beauty(work: Path, models: list[str] | None, seeds: list[int], epochs: int | None,
                fresh: bool) -> dict:
-    rows, per_user = [], {}
+    rows, artifacts = [], {}
     for (model, variant), extra in BEAUTY_ROWS.items():
         if models and model not in models:
             continue
@@ -342,17 +356,11 @@ def run_beauty(work: Path, models: list[str] | None, seeds: list[int], epochs: i
                 r.update({f"{part} recall@10": cold[part]["recall@10"]
                           for part in ("cold", "warm") if part in cold})
             rows.append(r)
-            per_user[(model, variant, seed)] = per_user_ndcg(work / "runs" / name / "model")
+            artifacts[(model, variant, seed)] = work / "runs" / name / "model"
             print(f"  test ndcg@10 {m['test']['ndcg@10']:.4f}", flush=True)
-    paired = []
-    keys = list(per_user)
-    for key in keys[1:]:
-        base = next((k for k in keys if k[2] == key[2]), None)  # first row, same seed
-        if base is not None and base != key:
-            paired.append({"baseline": f"{base[0]} ({base[1]})", "row": f"{key[0]} ({key[1]})",
-                           "seed": key[2], "ndcg@10": paired_bootstrap(per_user[base],
-                                                                       per_user[key])})
-    return {"rows": rows, "summary": summary(rows), "paired_bootstrap": paired}
+    first = next(iter(BEAUTY_ROWS))
+    return {"rows": rows, "summary": summary(rows),
+            "paired_bootstrap": paired_against(artifacts, first)}
 
 
 def plot(rows: list[dict], out: Path) -> None:
@@ -377,6 +385,8 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["ml100k"],
                     choices=["recbole", "ml100k", "beauty"])
     ap.add_argument("--models", nargs="*", help="rankpref rows to run (model names)")
+    ap.add_argument("--variants", nargs="*", help="only these variants' rows get --seeds; "
+                    "the others keep the seeds they have run")
     ap.add_argument("--recbole-models", nargs="*", default=RECBOLE_MODELS)
     ap.add_argument("--recbole-epochs", type=int, default=300)
     ap.add_argument("--epochs", type=int, help="cap rankpref's epochs (smoke runs)")
@@ -406,11 +416,16 @@ def main() -> None:
     if "ml100k" not in args.parts:
         return
     feed = sorted_feed(work)
-    rows = []
+    rows, artifacts = [], {}
     for (model, variant), extra in ML100K_ROWS.items():
         if args.models and model not in args.models:
             continue
-        for seed in args.seeds:
+        seeds = args.seeds
+        if args.variants and variant not in args.variants:
+            seeds = sorted(int(p.name.rsplit("-s", 1)[1]) for p in
+                           (work / "runs").glob(f"ml100k-{model}-{variant}-s*")
+                           if (p / "model" / "metrics.json").exists())
+        for seed in seeds:
             overrides = base_overrides(feed) + extra + [f"train.seed={seed}"]
             if args.epochs:
                 overrides.append(f"train.epochs={args.epochs}")
@@ -418,11 +433,14 @@ def main() -> None:
             m = run_rankpref(work / "runs" / f"ml100k-{model}-{variant}-s{seed}", overrides,
                              args.fresh)
             rows.append(row("rankpref", model, variant, m, seed))
+            artifacts[(model, variant, seed)] = (
+                work / "runs" / f"ml100k-{model}-{variant}-s{seed}" / "model")
             print(f"  test ndcg@10 {m['test']['ndcg@10']:.4f}, "
                   f"{m['seconds_per_epoch']:.1f} s/epoch", flush=True)
     rows += recbole_rows(work)
     result["ml-100k"] = {"protocol": PROTOCOL, "split_check": split_check(feed, work),
                          "summary": summary(rows), "ratios": ratios(summary(rows)),
+                         "paired_bootstrap": paired_against(artifacts, ("sasrec", "default")),
                          "rows": rows}
     write_json(out, result)
     plot(result["ml-100k"]["summary"], out.with_suffix(".png"))

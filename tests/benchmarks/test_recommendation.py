@@ -91,3 +91,14 @@ def test_rows_and_ratios(bench):
     (ratio,) = bench.ratios(bench.summary([ours, theirs]))
     assert ratio["ndcg@10 rankpref / recbole"] == pytest.approx(1.2)
     assert ratio["seconds_per_epoch recbole / rankpref"] == pytest.approx(20.0)
+
+
+def test_paired_bootstrap_interval(bench):
+    a = {u: 0.1 for u in range(200)}
+    b = {u: 0.1 + (0.02 if u % 2 else 0.0) for u in range(200)}
+    out = bench.paired_bootstrap(a, b)
+    assert out["users"] == 200 and out["mean_difference"] == pytest.approx(0.01)
+    low, high = out["ci95"]
+    assert 0 < low < 0.01 < high < 0.02
+    same = bench.paired_bootstrap(a, a)
+    assert same["ci95"] == [0.0, 0.0]
