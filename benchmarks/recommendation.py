@@ -380,6 +380,19 @@ def plot(rows: list[dict], out: Path) -> None:
     save_figure(fig, out)
 
 
+def update_results(out: Path, part: str, section: dict) -> None:
+    """Write one part's section into the results file, keeping the other parts' (read just
+    before writing, so parts run side by side do not undo each other)."""
+    result = json.loads(out.read_text()) if out.exists() else {}
+    result.update({
+        "benchmark": "next-item recommendation, rankpref beside RecBole, full ranking",
+        "date": dt.date.today().isoformat(),
+        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, no GPU; one thread per run",
+        part: section,
+    })
+    write_json(out, result)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--parts", nargs="+", default=["ml100k"],
@@ -400,19 +413,12 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
 
     out = Path(args.output)
-    # each part updates its own section of the results; the others are kept
-    result = json.loads(out.read_text()) if out.exists() else {}
-    result.update({
-        "benchmark": "next-item recommendation, rankpref beside RecBole, full ranking",
-        "date": dt.date.today().isoformat(),
-        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, no GPU; one thread per run",
-    })
     if "recbole" in args.parts:
         run_recbole(work, args.recbole_models, args.recbole_epochs, args.fresh)
     if "beauty" in args.parts:
-        result["beauty"] = run_beauty(work, args.models, args.seeds, args.epochs, args.fresh)
-        write_json(out, result)
-        print(json.dumps(result["beauty"]["paired_bootstrap"], indent=1))
+        section = run_beauty(work, args.models, args.seeds, args.epochs, args.fresh)
+        update_results(out, "beauty", section)
+        print(json.dumps(section["paired_bootstrap"], indent=1))
     if "ml100k" not in args.parts:
         return
     feed = sorted_feed(work)
@@ -438,13 +444,13 @@ def main() -> None:
             print(f"  test ndcg@10 {m['test']['ndcg@10']:.4f}, "
                   f"{m['seconds_per_epoch']:.1f} s/epoch", flush=True)
     rows += recbole_rows(work)
-    result["ml-100k"] = {"protocol": PROTOCOL, "split_check": split_check(feed, work),
-                         "summary": summary(rows), "ratios": ratios(summary(rows)),
-                         "paired_bootstrap": paired_against(artifacts, ("sasrec", "default")),
-                         "rows": rows}
-    write_json(out, result)
-    plot(result["ml-100k"]["summary"], out.with_suffix(".png"))
-    print(json.dumps(result["ml-100k"]["ratios"], indent=1))
+    section = {"protocol": PROTOCOL, "split_check": split_check(feed, work),
+               "summary": summary(rows), "ratios": ratios(summary(rows)),
+               "paired_bootstrap": paired_against(artifacts, ("sasrec", "default")),
+               "rows": rows}
+    update_results(out, "ml-100k", section)
+    plot(section["summary"], out.with_suffix(".png"))
+    print(json.dumps(section["ratios"], indent=1))
     print(f"wrote {out}")
 
 
