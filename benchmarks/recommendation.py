@@ -380,6 +380,48 @@ def plot(rows: list[dict], out: Path) -> None:
     save_figure(fig, out)
 
 
+def markdown(result: dict) -> str:
+    """The docs page's tables, from the results file."""
+    def num(v, std=None):
+        if v is None:
+            return ""
+        return f"{v:.4f}" + (f" ± {std:.4f}" if std else "")
+
+    lines = []
+    ml = result.get("ml-100k")
+    if ml:
+        lines += ["| library | model | variant | seeds | test ndcg@10 | test recall@10 | "
+                  "valid ndcg@10 | s/epoch |", "|---|---|---|---|---|---|---|---|"]
+        for r in ml["summary"]:
+            lines.append(f"| {r['library']} | {r['model']} | {r['variant']} | "
+                         f"{len(r['seeds'])} | {num(r['ndcg@10'], r['ndcg@10 std'])} | "
+                         f"{num(r['recall@10'], r['recall@10 std'])} | "
+                         f"{num(r['valid ndcg@10'])} | {r['seconds_per_epoch']:.1f} |")
+        lines.append("")
+    for part in ("ml-100k", "beauty"):
+        pairs = (result.get(part) or {}).get("paired_bootstrap") or []
+        if pairs:
+            lines += [f"| {part}: row | against | seed | ndcg@10 difference | 95% interval |",
+                      "|---|---|---|---|---|"]
+            for p in pairs:
+                d = p["ndcg@10"]
+                lines.append(f"| {p['row']} | {p['baseline']} | {p['seed']} | "
+                             f"{d['mean_difference']:+.4f} | [{d['ci95'][0]:+.4f}, "
+                             f"{d['ci95'][1]:+.4f}] |")
+            lines.append("")
+    beauty = result.get("beauty")
+    if beauty:
+        lines += ["| model | variant | test ndcg@10 | test recall@10 | cold ndcg@10 | "
+                  "warm ndcg@10 | best epoch / run | s/epoch |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in beauty["rows"]:
+            lines.append(f"| {r['model']} | {r['variant']} | {num(r['ndcg@10'])} | "
+                         f"{num(r['recall@10'])} | {num(r.get('cold ndcg@10'))} | "
+                         f"{num(r.get('warm ndcg@10'))} | {r['best_epoch']} / "
+                         f"{r['epochs_run']} | {r['seconds_per_epoch']:.1f} |")
+    return "\n".join(lines)
+
+
 def update_results(out: Path, part: str, section: dict) -> None:
     """Write one part's section into the results file, keeping the other parts' (read just
     before writing, so parts run side by side do not undo each other)."""
@@ -408,7 +450,12 @@ def main() -> None:
     ap.add_argument("--output", default=str(ROOT / "benchmarks" / "results" /
                                             "recommendation.json"))
     ap.add_argument("--fresh", action="store_true", help="rerun finished runs")
+    ap.add_argument("--report", action="store_true",
+                    help="print the results file's tables as markdown and stop")
     args = ap.parse_args()
+    if args.report:
+        print(markdown(json.loads(Path(args.output).read_text())))
+        return
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
 
