@@ -21,6 +21,7 @@ split, metric) and ``benchmarks/results/recommendation.png``.
     python benchmarks/recommendation.py --parts recbole     # RecBole's models (slow: background)
     python benchmarks/recommendation.py --parts ml100k      # rankpref's rows, split check, JSON
     python benchmarks/recommendation.py --parts beauty --models sasrec   # Beauty rows
+    python benchmarks/recommendation.py --parts beauty --collect   # write what has finished
     python benchmarks/recommendation.py --parts ml100k --models sasrec --epochs 2 \\
         --work /tmp/smoke --output /tmp/smoke/rec.json     # a smoke run
 """
@@ -64,17 +65,33 @@ ML100K_ROWS: dict[tuple[str, str], list[str]] = {
 }
 # Beauty (the S3-Rec split, history masked, full ranking): rows on the PULSE benchmark's base
 # config (benchmarks/configs/pulse_beauty.yaml: 25 epochs at most, patience 3), so rows
-# differ only in what they name; each row's paired bootstrap is against the first row
+# differ only in what they name. That config's dropout 0.2 and 2 heads are SASRec's; BSARec's
+# row restores its own recipe (dropout 0.5, 1 head, batch 256, lr 5e-4, every prefix).
 BEAUTY_CONFIG = ROOT / "benchmarks" / "configs" / "pulse_beauty.yaml"
+TEXT_ONLY = ["model.name=pulse", "pulse.rationales=none", "pulse.why_weight=0"]
 BEAUTY_ROWS: dict[tuple[str, str], list[str]] = {
     ("sasrec", "ce"): ["model.name=sasrec"],
     ("sasrec", "sampled_softmax_logq"): [
         "model.name=sasrec", "loss.name=sampled_softmax_logq", "loss.num_negatives=256",
         "loss.in_batch_negatives=256"],
     ("sasrec", "gbce"): ["model.name=sasrec", "loss.name=gbce", "loss.num_negatives=256"],
-    ("pulse", "text, cold 10%, sum"): ["model.name=pulse", "data.cold_items=0.1"],
+    ("gru4rec", "ce"): ["model.name=gru4rec"],
+    ("bert4rec", "ce"): ["model.name=bert4rec"],
+    ("bsarec", "every-prefix"): ["model.name=bsarec", "model.dropout=0.5", "model.heads=1",
+                                 "train.batch_size=256", "train.lr=0.0005"],
+    ("pulse", "text"): TEXT_ONLY,
+    ("pulse", "template, infonce"): ["model.name=pulse", "pulse.rationales=template"],
+    ("pulse", "template, distill"): ["model.name=pulse", "pulse.rationales=template",
+                                     "pulse.why_objective=distill"],
+    ("pulse", "text, cold 10%, sum"): [*TEXT_ONLY, "data.cold_items=0.1"],
     ("pulse", "text, cold 10%, capped_delta"): [
-        "model.name=pulse", "data.cold_items=0.1", "model.item_repr=capped_delta"],
+        *TEXT_ONLY, "data.cold_items=0.1", "model.item_repr=capped_delta"],
+}
+# paired bootstraps on Beauty: baseline -> the rows compared with it (None: every other row)
+BEAUTY_PAIRS: dict[tuple[str, str], list[tuple[str, str]] | None] = {
+    ("sasrec", "ce"): None,
+    ("pulse", "text"): [("pulse", "template, infonce"), ("pulse", "template, distill")],
+    ("pulse", "text, cold 10%, sum"): [("pulse", "text, cold 10%, capped_delta")],
 }
 RECBOLE_MODELS = ["SASRec", "GRU4Rec"]
 FEED = "ml100k_sorted"
@@ -319,25 +336,36 @@ def paired_bootstrap(a: dict[int, float], b: dict[int, float], samples: int = 20
             "ci95": [round(float(low), 5), round(float(high), 5)]}
 
 
-def paired_against(artifacts: dict[tuple, Path], baseline: tuple[str, str]) -> list[dict]:
-    """Each row's per-user test ndcg@10 against ``baseline``'s (model, variant) of the same
-    seed: the mean difference over users and its 95% bootstrap interval."""
-    per_user = {key: per_user_ndcg(path) for key, path in artifacts.items()}
+def paired_against(artifacts: dict[tuple, Path], baseline: tuple[str, str],
+                   rows: list[tuple[str, str]] | None = None,
+                   per_user: dict[tuple, dict[int, float]] | None = None) -> list[dict]:
+    """Each row's (or each of ``rows``') per-user test ndcg@10 against ``baseline``'s
+    (model, variant) of the same seed: the mean difference over users and its 95% bootstrap
+    interval. Rows with a cold/warm split are not compared with rows without one (their
+    test users differ)."""
+    if per_user is None:
+        per_user = {key: per_user_ndcg(path) for key, path in artifacts.items()}
     out = []
     for (model, variant, seed), scores in per_user.items():
         base = per_user.get((*baseline, seed))
         if base is None or (model, variant) == baseline:
+            continue
+        if rows is not None and (model, variant) not in rows:
+            continue
+        if rows is None and ("cold" in variant) != ("cold" in baseline[1]):
             continue
         out.append({"baseline": f"{baseline[0]} ({baseline[1]})", "row": f"{model} ({variant})",
                     "seed": seed, "ndcg@10": paired_bootstrap(base, scores)})
     return out
 
 
-def run_beauty(work: Path, models: list[str] | None, seeds: list[int], epochs: int | None,
-               fresh: bool) -> dict:
+def run_beauty(work: Path, models: list[str] | None, variants: list[str] | None,
+               seeds: list[int], epochs: int | None, fresh: bool,
+               collect: bool = False) -> dict:
+    """Run (or, with ``collect``, only gather the finished) Beauty rows."""
     rows, artifacts = [], {}
     for (model, variant), extra in BEAUTY_ROWS.items():
-        if models and model not in models:
+        if (models and model not in models) or (variants and variant not in variants):
             continue
         for seed in seeds:
             overrides = ["train.progress=false", "train.resume=false", *extra,
@@ -345,6 +373,8 @@ def run_beauty(work: Path, models: list[str] | None, seeds: list[int], epochs: i
             if epochs:
                 overrides.append(f"train.epochs={epochs}")
             name = f"beauty-{model}-{variant.replace(' ', '').replace(',', '-')}-s{seed}"
+            if collect and not (work / "runs" / name / "model" / "metrics.json").exists():
+                continue
             print(f"rankpref beauty {model} ({variant}) seed {seed}", flush=True)
             m = run_rankpref(work / "runs" / name, overrides, fresh, config=BEAUTY_CONFIG)
             r = row("rankpref", model, variant, m, seed, dataset="beauty",
@@ -358,9 +388,26 @@ def run_beauty(work: Path, models: list[str] | None, seeds: list[int], epochs: i
             rows.append(r)
             artifacts[(model, variant, seed)] = work / "runs" / name / "model"
             print(f"  test ndcg@10 {m['test']['ndcg@10']:.4f}", flush=True)
-    first = next(iter(BEAUTY_ROWS))
-    return {"rows": rows, "summary": summary(rows),
-            "paired_bootstrap": paired_against(artifacts, first)}
+    per_user = {key: per_user_ndcg(path) for key, path in artifacts.items()}
+    pairs = [p for baseline, compared in BEAUTY_PAIRS.items()
+             for p in paired_against(artifacts, baseline, compared, per_user)]
+    return {"rows": rows, "paired_bootstrap": pairs}
+
+
+def merge_beauty(section: dict, previous: dict | None) -> dict:
+    """``section`` plus the rows and paired results of ``previous`` it does not redo (runs
+    side by side, or runs whose work folder is gone), in the order of BEAUTY_ROWS."""
+    rows, pairs = list(section["rows"]), list(section["paired_bootstrap"])
+    order = {key: i for i, key in enumerate(BEAUTY_ROWS)}
+    if previous:
+        ran = {(r["model"], r["variant"], r["seed"]) for r in rows}
+        rows += [r for r in previous.get("rows", [])
+                 if (r["model"], r["variant"], r["seed"]) not in ran]
+        done = {(p["baseline"], p["row"], p["seed"]) for p in pairs}
+        pairs += [p for p in previous.get("paired_bootstrap", [])
+                  if (p["baseline"], p["row"], p["seed"]) not in done]
+    rows.sort(key=lambda r: (order.get((r["model"], r["variant"]), len(order)), r["seed"]))
+    return {"rows": rows, "summary": summary(rows), "paired_bootstrap": pairs}
 
 
 def plot(rows: list[dict], out: Path) -> None:
@@ -440,8 +487,10 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["ml100k"],
                     choices=["recbole", "ml100k", "beauty"])
     ap.add_argument("--models", nargs="*", help="rankpref rows to run (model names)")
-    ap.add_argument("--variants", nargs="*", help="only these variants' rows get --seeds; "
-                    "the others keep the seeds they have run")
+    ap.add_argument("--variants", nargs="*", help="ml100k: only these variants' rows get "
+                    "--seeds, the others keep the seeds they have run; beauty: only these rows")
+    ap.add_argument("--collect", action="store_true",
+                    help="beauty: write the finished runs' rows, run nothing new")
     ap.add_argument("--recbole-models", nargs="*", default=RECBOLE_MODELS)
     ap.add_argument("--recbole-epochs", type=int, default=300)
     ap.add_argument("--epochs", type=int, help="cap rankpref's epochs (smoke runs)")
@@ -463,8 +512,10 @@ def main() -> None:
     if "recbole" in args.parts:
         run_recbole(work, args.recbole_models, args.recbole_epochs, args.fresh)
     if "beauty" in args.parts:
-        section = run_beauty(work, args.models, args.seeds, args.epochs, args.fresh)
-        update_results(out, "beauty", section)
+        section = run_beauty(work, args.models, args.variants, args.seeds, args.epochs,
+                             args.fresh, args.collect)
+        previous = json.loads(out.read_text()).get("beauty") if out.exists() else None
+        update_results(out, "beauty", merge_beauty(section, previous))
         print(json.dumps(section["paired_bootstrap"], indent=1))
     if "ml100k" not in args.parts:
         return

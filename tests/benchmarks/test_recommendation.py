@@ -102,3 +102,41 @@ def test_paired_bootstrap_interval(bench):
     assert 0 < low < 0.01 < high < 0.02
     same = bench.paired_bootstrap(a, a)
     assert same["ci95"] == [0.0, 0.0]
+
+
+def test_beauty_pairs_compare_like_with_like(bench):
+    users = range(100)
+    per_user = {("sasrec", "ce", 0): {u: 0.1 for u in users},
+                ("pulse", "text", 0): {u: 0.2 for u in users},
+                ("pulse", "template, distill", 0): {u: 0.25 for u in users},
+                ("pulse", "text, cold 10%, sum", 0): {u: 0.05 for u in users},
+                ("pulse", "text, cold 10%, capped_delta", 0): {u: 0.07 for u in users}}
+    every = bench.paired_against({}, ("sasrec", "ce"), None, per_user)
+    # a cold-start row holds different test users out: it is never set against a full one
+    assert {p["row"] for p in every} == {"pulse (text)", "pulse (template, distill)"}
+    (why,) = bench.paired_against({}, ("pulse", "text"), [("pulse", "template, distill")],
+                                  per_user)
+    assert why["ndcg@10"]["mean_difference"] == pytest.approx(0.05)
+    (cold,) = bench.paired_against({}, ("pulse", "text, cold 10%, sum"),
+                                   bench.BEAUTY_PAIRS[("pulse", "text, cold 10%, sum")],
+                                   per_user)
+    assert cold["row"] == "pulse (text, cold 10%, capped_delta)"
+
+
+def test_merge_keeps_rows_it_did_not_redo_in_the_table_order(bench):
+    m = {"test": {"ndcg@10": 0.05, "recall@10": 0.1}, "valid": {"ndcg@10": 0.06},
+         "seconds_per_epoch": 1.0, "best_epoch": 1, "epochs_run": 2}
+    old_sasrec = bench.row("rankpref", "sasrec", "ce", m, 0, dataset="beauty")
+    old_gbce = bench.row("rankpref", "sasrec", "gbce", m, 0, dataset="beauty")
+    pair = {"baseline": "sasrec (ce)", "row": "sasrec (gbce)", "seed": 0,
+            "ndcg@10": {"users": 1, "mean_difference": 0.0, "ci95": [0.0, 0.0]}}
+    previous = {"rows": [old_gbce, old_sasrec], "paired_bootstrap": [pair]}
+    new_sasrec = {**old_sasrec, "ndcg@10": 0.07}
+    new_pulse = bench.row("rankpref", "pulse", "text", m, 0, dataset="beauty")
+    merged = bench.merge_beauty({"rows": [new_pulse, new_sasrec], "paired_bootstrap": []},
+                                previous)
+    assert [(r["model"], r["variant"]) for r in merged["rows"]] == [
+        ("sasrec", "ce"), ("sasrec", "gbce"), ("pulse", "text")]
+    assert merged["rows"][0]["ndcg@10"] == 0.07      # the new run replaces the old row
+    assert merged["paired_bootstrap"] == [pair]
+    assert len(merged["summary"]) == 3
