@@ -359,6 +359,29 @@ def paired_against(artifacts: dict[tuple, Path], baseline: tuple[str, str],
     return out
 
 
+def beauty_config(work: Path, model: str) -> Path:
+    """BEAUTY_CONFIG with only the ``model:`` keys that ``model``'s own config has (GRU4Rec
+    has no blocks or heads; unknown keys are errors), written into the work folder."""
+    import dataclasses
+
+    import yaml
+
+    import rankpref.models  # noqa: F401  (registers the models)
+    from rankpref.registry import MODELS
+
+    accepted = {f.name for f in dataclasses.fields(MODELS.entry(model, "next_item").config)}
+    base = yaml.safe_load(BEAUTY_CONFIG.read_text())
+    dropped = set(base["model"]) - accepted
+    if not dropped:
+        return BEAUTY_CONFIG
+    base["model"] = {k: v for k, v in base["model"].items() if k in accepted}
+    path = work / "configs" / f"beauty-{model}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {BEAUTY_CONFIG.name} without model.{', model.'.join(sorted(dropped))}"
+                    f" ({model} has no such keys)\n" + yaml.safe_dump(base, sort_keys=False))
+    return path
+
+
 def run_beauty(work: Path, models: list[str] | None, variants: list[str] | None,
                seeds: list[int], epochs: int | None, fresh: bool,
                collect: bool = False) -> dict:
@@ -376,7 +399,8 @@ def run_beauty(work: Path, models: list[str] | None, variants: list[str] | None,
             if collect and not (work / "runs" / name / "model" / "metrics.json").exists():
                 continue
             print(f"rankpref beauty {model} ({variant}) seed {seed}", flush=True)
-            m = run_rankpref(work / "runs" / name, overrides, fresh, config=BEAUTY_CONFIG)
+            m = run_rankpref(work / "runs" / name, overrides, fresh,
+                             config=beauty_config(work, model))
             r = row("rankpref", model, variant, m, seed, dataset="beauty",
                     protocol="S3-Rec split, leave-one-out, full ranking, history masked")
             if "cold_start" in m:

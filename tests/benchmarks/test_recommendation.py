@@ -140,3 +140,12 @@ def test_merge_keeps_rows_it_did_not_redo_in_the_table_order(bench):
     assert merged["rows"][0]["ndcg@10"] == 0.07      # the new run replaces the old row
     assert merged["paired_bootstrap"] == [pair]
     assert len(merged["summary"]) == 3
+
+
+def test_beauty_config_keeps_only_the_keys_a_model_has(bench, tmp_path):
+    from rankpref.tasks.next_item import load_config
+
+    assert bench.beauty_config(tmp_path, "sasrec") == bench.BEAUTY_CONFIG
+    path = bench.beauty_config(tmp_path, "gru4rec")
+    cfg = load_config(path, ["model.name=gru4rec"])       # unknown keys would be errors
+    assert cfg.train.lr == 0.001 and cfg.model.hidden == 64
