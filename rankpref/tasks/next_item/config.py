@@ -126,6 +126,10 @@ class PulseSettings(Strict):
                                   "+ a b L_distill, b = L_rec / L_distill (not trained "
                                   "through), so the two terms start at the same scale")
     distill_epochs: int = Field(12, ge=1, description="distill: epochs of the first stage")
+    distill_standardize: bool = Field(True, description="distill: standardise pooled states "
+                                      "and projections over the batch, per dimension, before "
+                                      "the MSE (false: the raw MSE of the paper, which every "
+                                      "user's state can meet by being the same)")
     temperature: float = Field(0.1, gt=0)
     thought_space: str | None = Field(None, description="trained thought space folder; "
                                       "rationale vectors then pass through its rationale tower")

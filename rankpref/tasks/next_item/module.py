@@ -92,6 +92,16 @@ class NextItemModule(L.LightningModule):
         weights = real[sel].unsqueeze(-1).to(states.dtype)
         pooled = (states[sel] * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         target = self.profile_proj(self.rationale_vectors[rows[sel]])
+        if self.cfg.pulse.distill_standardize:
+            # The projection is trainable and b = L_rec / L_distill is recomputed every step,
+            # so the raw MSE rewards driving it to zero without bound, and the cheapest zero
+            # is one pooled state for every user and a projection that ignores the profile
+            # (on Beauty the recommendation loss then sat at ln(num_items)). The MSE of
+            # batch-standardised columns, 2 - 2 corr, is 0 only for states that follow the
+            # profiles and 2 for a constant one.
+            if len(pooled) < 2:
+                return None
+            return 2.0 - 2.0 * _column_correlation(pooled, target).mean()
         return torch.nn.functional.mse_loss(pooled, target)
 
     def training_step(self, batch, batch_idx):
@@ -185,3 +195,10 @@ class NextItemModule(L.LightningModule):
         # the module's own parameters too (profile distillation's projection)
         return torch.optim.AdamW(self.parameters(), lr=self.cfg.train.lr,
                                  weight_decay=self.cfg.train.weight_decay)
+
+
+def _column_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of each column of ``x`` with the same column of ``y`` over the
+    batch (``[batch, dim]`` -> ``[dim]``); 0 where a column is constant."""
+    x, y = x - x.mean(0), y - y.mean(0)
+    return (x * y).sum(0) / (x.norm(dim=0) * y.norm(dim=0)).clamp_min(1e-8)
