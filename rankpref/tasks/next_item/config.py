@@ -123,8 +123,10 @@ class PulseSettings(Strict):
         "rationale vector, for pulse.distill_epochs, then the recommendation loss alone")
     why_weight: float = Field(0.1, ge=0, description="lambda: weight of the why (InfoNCE) loss")
     distill_weight: float = Field(0.4, gt=0, lt=1, description="distill: a in (1 - a) L_rec "
-                                  "+ a b L_distill, b = L_rec / L_distill (not trained "
-                                  "through), so the two terms start at the same scale")
+                                  "+ a b L_distill")
+    distill_balance: bool = Field(False, description="distill: b = L_rec / L_distill each step "
+                                  "(not trained through), so the two terms have the same "
+                                  "value, as the paper; false: b = 1")
     distill_epochs: int = Field(12, ge=1, description="distill: epochs of the first stage")
     distill_standardize: bool = Field(True, description="distill: standardise pooled states "
                                       "and projections over the batch, per dimension, before "

@@ -156,7 +156,8 @@ class NextItemModule(L.LightningModule):
                 self.log("train/distill_loss", distill, on_step=False, on_epoch=True,
                          batch_size=len(targets), sync_dist=True)
                 a = self.cfg.pulse.distill_weight
-                scale = (loss.detach() / distill.detach().clamp_min(1e-8))
+                scale = (loss.detach() / distill.detach().clamp_min(1e-8)
+                         if self.cfg.pulse.distill_balance else 1.0)
                 loss = (1 - a) * loss + a * scale * distill
         if self.why_weight > 0 and self.rationale_vectors is not None and "owners" in batch:
             why = self._why_loss(all_states, batch["owners"])
