@@ -22,6 +22,7 @@ split, metric) and ``benchmarks/results/recommendation.png``.
     python benchmarks/recommendation.py --parts ml100k      # rankpref's rows, split check, JSON
     python benchmarks/recommendation.py --parts beauty --models sasrec   # Beauty rows
     python benchmarks/recommendation.py --parts beauty --collect   # write what has finished
+    python benchmarks/recommendation.py --parts ml100k-why         # the why rows, 5-core ml-100k
     python benchmarks/recommendation.py --parts ml100k --models sasrec --epochs 2 \\
         --work /tmp/smoke --output /tmp/smoke/rec.json     # a smoke run
 """
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -92,6 +94,37 @@ BEAUTY_PAIRS: dict[tuple[str, str], list[tuple[str, str]] | None] = {
     ("sasrec", "ce"): None,
     ("pulse", "text"): [("pulse", "template, infonce"), ("pulse", "template, distill")],
     ("pulse", "text, cold 10%, sum"): [("pulse", "text, cold 10%, capped_delta")],
+}
+# MovieLens-100k as the PULSE benchmark has it (5-core, history masked, item text = title +
+# genres; benchmarks/configs/pulse_ml100k.yaml): the why rows, cheap enough for full budgets
+ML100K_PULSE_CONFIG = ROOT / "benchmarks" / "configs" / "pulse_ml100k.yaml"
+WHY_ROWS: dict[tuple[str, str], list[str]] = {
+    ("pulse", "text"): TEXT_ONLY,
+    ("pulse", "template, infonce"): ["model.name=pulse", "pulse.rationales=template"],
+    ("pulse", "template, distill"): ["model.name=pulse", "pulse.rationales=template",
+                                     "pulse.why_objective=distill"],
+}
+WHY_PAIRS = {("pulse", "text"): None}
+
+
+class RowSet(NamedTuple):
+    """One table of rankpref rows on one base config, with its paired comparisons."""
+    part: str          # key in the results file
+    dataset: str
+    protocol: str
+    config: Path
+    rows: dict         # (model, variant) -> overrides
+    pairs: dict        # baseline -> rows compared with it (None: every other row)
+    prefix: str        # run folder prefix in the work folder
+
+
+ROW_SETS = {
+    "beauty": RowSet("beauty", "beauty",
+                     "S3-Rec split, leave-one-out, full ranking, history masked",
+                     BEAUTY_CONFIG, BEAUTY_ROWS, BEAUTY_PAIRS, "beauty"),
+    "ml100k-why": RowSet("ml-100k 5-core", "ml-100k 5-core",
+                         "5-core, leave-one-out, full ranking, history masked",
+                         ML100K_PULSE_CONFIG, WHY_ROWS, WHY_PAIRS, "ml100k5"),
 }
 RECBOLE_MODELS = ["SASRec", "GRU4Rec"]
 FEED = "ml100k_sorted"
@@ -359,8 +392,8 @@ def paired_against(artifacts: dict[tuple, Path], baseline: tuple[str, str],
     return out
 
 
-def beauty_config(work: Path, model: str) -> Path:
-    """BEAUTY_CONFIG with only the ``model:`` keys that ``model``'s own config has (GRU4Rec
+def model_config(work: Path, base_config: Path, model: str) -> Path:
+    """``base_config`` with only the ``model:`` keys that ``model``'s own config has (GRU4Rec
     has no blocks or heads; unknown keys are errors), written into the work folder."""
     import dataclasses
 
@@ -370,24 +403,24 @@ def beauty_config(work: Path, model: str) -> Path:
     from rankpref.registry import MODELS
 
     accepted = {f.name for f in dataclasses.fields(MODELS.entry(model, "next_item").config)}
-    base = yaml.safe_load(BEAUTY_CONFIG.read_text())
+    base = yaml.safe_load(base_config.read_text())
     dropped = set(base["model"]) - accepted
     if not dropped:
-        return BEAUTY_CONFIG
+        return base_config
     base["model"] = {k: v for k, v in base["model"].items() if k in accepted}
-    path = work / "configs" / f"beauty-{model}.yaml"
+    path = work / "configs" / f"{base_config.stem}-{model}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# {BEAUTY_CONFIG.name} without model.{', model.'.join(sorted(dropped))}"
+    path.write_text(f"# {base_config.name} without model.{', model.'.join(sorted(dropped))}"
                     f" ({model} has no such keys)\n" + yaml.safe_dump(base, sort_keys=False))
     return path
 
 
-def run_beauty(work: Path, models: list[str] | None, variants: list[str] | None,
-               seeds: list[int], epochs: int | None, fresh: bool,
-               collect: bool = False) -> dict:
-    """Run (or, with ``collect``, only gather the finished) Beauty rows."""
+def run_rows(rowset: RowSet, work: Path, models: list[str] | None,
+             variants: list[str] | None, seeds: list[int], epochs: int | None, fresh: bool,
+             collect: bool = False) -> dict:
+    """Run (or, with ``collect``, only gather the finished) rows of a row set."""
     rows, artifacts = [], {}
-    for (model, variant), extra in BEAUTY_ROWS.items():
+    for (model, variant), extra in rowset.rows.items():
         if (models and model not in models) or (variants and variant not in variants):
             continue
         for seed in seeds:
@@ -395,14 +428,15 @@ def run_beauty(work: Path, models: list[str] | None, variants: list[str] | None,
                          f"train.seed={seed}"]
             if epochs:
                 overrides.append(f"train.epochs={epochs}")
-            name = f"beauty-{model}-{variant.replace(' ', '').replace(',', '-')}-s{seed}"
+            name = (f"{rowset.prefix}-{model}-{variant.replace(' ', '').replace(',', '-')}"
+                    f"-s{seed}")
             if collect and not (work / "runs" / name / "model" / "metrics.json").exists():
                 continue
-            print(f"rankpref beauty {model} ({variant}) seed {seed}", flush=True)
+            print(f"rankpref {rowset.dataset} {model} ({variant}) seed {seed}", flush=True)
             m = run_rankpref(work / "runs" / name, overrides, fresh,
-                             config=beauty_config(work, model))
-            r = row("rankpref", model, variant, m, seed, dataset="beauty",
-                    protocol="S3-Rec split, leave-one-out, full ranking, history masked")
+                             config=model_config(work, rowset.config, model))
+            r = row("rankpref", model, variant, m, seed, dataset=rowset.dataset,
+                    protocol=rowset.protocol)
             if "cold_start" in m:
                 cold = m["cold_start"]
                 r.update({f"{part} ndcg@10": cold[part]["ndcg@10"] for part in ("cold", "warm")
@@ -413,16 +447,16 @@ def run_beauty(work: Path, models: list[str] | None, variants: list[str] | None,
             artifacts[(model, variant, seed)] = work / "runs" / name / "model"
             print(f"  test ndcg@10 {m['test']['ndcg@10']:.4f}", flush=True)
     per_user = {key: per_user_ndcg(path) for key, path in artifacts.items()}
-    pairs = [p for baseline, compared in BEAUTY_PAIRS.items()
+    pairs = [p for baseline, compared in rowset.pairs.items()
              for p in paired_against(artifacts, baseline, compared, per_user)]
     return {"rows": rows, "paired_bootstrap": pairs}
 
 
-def merge_beauty(section: dict, previous: dict | None) -> dict:
+def merge_rows(rowset: RowSet, section: dict, previous: dict | None) -> dict:
     """``section`` plus the rows and paired results of ``previous`` it does not redo (runs
-    side by side, or runs whose work folder is gone), in the order of BEAUTY_ROWS."""
+    side by side, or runs whose work folder is gone), in the order of the row set."""
     rows, pairs = list(section["rows"]), list(section["paired_bootstrap"])
-    order = {key: i for i, key in enumerate(BEAUTY_ROWS)}
+    order = {key: i for i, key in enumerate(rowset.rows)}
     if previous:
         ran = {(r["model"], r["variant"], r["seed"]) for r in rows}
         rows += [r for r in previous.get("rows", [])
@@ -434,7 +468,8 @@ def merge_beauty(section: dict, previous: dict | None) -> dict:
     return {"rows": rows, "summary": summary(rows), "paired_bootstrap": pairs}
 
 
-def plot(rows: list[dict], out: Path) -> None:
+def plot(rows: list[dict], out: Path,
+         title: str = "ml-100k, RecBole's protocol: rankpref (blue) and RecBole (grey)") -> None:
     from rankpref.plots import new_figure, save_figure
 
     fig, ax = new_figure(7, 0.35 * len(rows) + 1.2)
@@ -447,7 +482,7 @@ def plot(rows: list[dict], out: Path) -> None:
         ax.text(v, y, f" {v:.4f}", va="center", fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("test ndcg@10 (full ranking; bars: mean, whiskers: std over seeds)")
-    ax.set_title("ml-100k, RecBole's protocol: rankpref (blue) and RecBole (grey)")
+    ax.set_title(title)
     save_figure(fig, out)
 
 
@@ -469,7 +504,7 @@ def markdown(result: dict) -> str:
                          f"{num(r['recall@10'], r['recall@10 std'])} | "
                          f"{num(r['valid ndcg@10'])} | {r['seconds_per_epoch']:.1f} |")
         lines.append("")
-    for part in ("ml-100k", "beauty"):
+    for part in ("ml-100k", *(r.part for r in ROW_SETS.values())):
         pairs = (result.get(part) or {}).get("paired_bootstrap") or []
         if pairs:
             lines += [f"| {part}: row | against | seed | ndcg@10 difference | 95% interval |",
@@ -480,16 +515,19 @@ def markdown(result: dict) -> str:
                              f"{d['mean_difference']:+.4f} | [{d['ci95'][0]:+.4f}, "
                              f"{d['ci95'][1]:+.4f}] |")
             lines.append("")
-    beauty = result.get("beauty")
-    if beauty:
-        lines += ["| model | variant | test ndcg@10 | test recall@10 | cold ndcg@10 | "
-                  "warm ndcg@10 | best epoch / run | s/epoch |",
+    for rowset in ROW_SETS.values():
+        section = result.get(rowset.part)
+        if not section:
+            continue
+        lines += [f"| {rowset.part}: model | variant | test ndcg@10 | test recall@10 | "
+                  "cold ndcg@10 | warm ndcg@10 | best epoch / run | s/epoch |",
                   "|---|---|---|---|---|---|---|---|"]
-        for r in beauty["rows"]:
+        for r in section["rows"]:
             lines.append(f"| {r['model']} | {r['variant']} | {num(r['ndcg@10'])} | "
                          f"{num(r['recall@10'])} | {num(r.get('cold ndcg@10'))} | "
                          f"{num(r.get('warm ndcg@10'))} | {r['best_epoch']} / "
                          f"{r['epochs_run']} | {r['seconds_per_epoch']:.1f} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -509,12 +547,13 @@ def update_results(out: Path, part: str, section: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--parts", nargs="+", default=["ml100k"],
-                    choices=["recbole", "ml100k", "beauty"])
+                    choices=["recbole", "ml100k", *ROW_SETS])
     ap.add_argument("--models", nargs="*", help="rankpref rows to run (model names)")
     ap.add_argument("--variants", nargs="*", help="ml100k: only these variants' rows get "
-                    "--seeds, the others keep the seeds they have run; beauty: only these rows")
+                    "--seeds, the others keep the seeds they have run; beauty, ml100k-why: only "
+                    "these rows")
     ap.add_argument("--collect", action="store_true",
-                    help="beauty: write the finished runs' rows, run nothing new")
+                    help="beauty, ml100k-why: write the finished runs' rows, run nothing new")
     ap.add_argument("--recbole-models", nargs="*", default=RECBOLE_MODELS)
     ap.add_argument("--recbole-epochs", type=int, default=300)
     ap.add_argument("--epochs", type=int, help="cap rankpref's epochs (smoke runs)")
@@ -535,12 +574,17 @@ def main() -> None:
     out = Path(args.output)
     if "recbole" in args.parts:
         run_recbole(work, args.recbole_models, args.recbole_epochs, args.fresh)
-    if "beauty" in args.parts:
-        section = run_beauty(work, args.models, args.variants, args.seeds, args.epochs,
-                             args.fresh, args.collect)
-        previous = json.loads(out.read_text()).get("beauty") if out.exists() else None
-        update_results(out, "beauty", merge_beauty(section, previous))
-        print(json.dumps(section["paired_bootstrap"], indent=1))
+    for key, rowset in ROW_SETS.items():
+        if key not in args.parts:
+            continue
+        section = run_rows(rowset, work, args.models, args.variants, args.seeds, args.epochs,
+                           args.fresh, args.collect)
+        previous = json.loads(out.read_text()).get(rowset.part) if out.exists() else None
+        merged = merge_rows(rowset, section, previous)
+        update_results(out, rowset.part, merged)
+        plot(merged["summary"], out.with_name(f"{out.stem}_{key.replace('-', '_')}.png"),
+             f"{rowset.dataset} ({rowset.protocol})")
+        print(json.dumps(merged["paired_bootstrap"], indent=1))
     if "ml100k" not in args.parts:
         return
     feed = sorted_feed(work)

@@ -133,8 +133,8 @@ def test_merge_keeps_rows_it_did_not_redo_in_the_table_order(bench):
     previous = {"rows": [old_gbce, old_sasrec], "paired_bootstrap": [pair]}
     new_sasrec = {**old_sasrec, "ndcg@10": 0.07}
     new_pulse = bench.row("rankpref", "pulse", "text", m, 0, dataset="beauty")
-    merged = bench.merge_beauty({"rows": [new_pulse, new_sasrec], "paired_bootstrap": []},
-                                previous)
+    merged = bench.merge_rows(bench.ROW_SETS["beauty"],
+                              {"rows": [new_pulse, new_sasrec], "paired_bootstrap": []}, previous)
     assert [(r["model"], r["variant"]) for r in merged["rows"]] == [
         ("sasrec", "ce"), ("sasrec", "gbce"), ("pulse", "text")]
     assert merged["rows"][0]["ndcg@10"] == 0.07      # the new run replaces the old row
@@ -142,10 +142,24 @@ def test_merge_keeps_rows_it_did_not_redo_in_the_table_order(bench):
     assert len(merged["summary"]) == 3
 
 
-def test_beauty_config_keeps_only_the_keys_a_model_has(bench, tmp_path):
+def test_model_config_keeps_only_the_keys_a_model_has(bench, tmp_path):
     from rankpref.tasks.next_item import load_config
 
-    assert bench.beauty_config(tmp_path, "sasrec") == bench.BEAUTY_CONFIG
-    path = bench.beauty_config(tmp_path, "gru4rec")
+    assert bench.model_config(tmp_path, bench.BEAUTY_CONFIG, "sasrec") == bench.BEAUTY_CONFIG
+    path = bench.model_config(tmp_path, bench.BEAUTY_CONFIG, "gru4rec")
     cfg = load_config(path, ["model.name=gru4rec"])       # unknown keys would be errors
     assert cfg.train.lr == 0.001 and cfg.model.hidden == 64
+
+
+def test_every_row_set_reports_its_rows_and_pairs(bench):
+    m = {"test": {"ndcg@10": 0.1, "recall@10": 0.2}, "valid": {"ndcg@10": 0.11},
+         "seconds_per_epoch": 8.0, "best_epoch": 14, "epochs_run": 19}
+    why = bench.ROW_SETS["ml100k-why"]
+    rows = [bench.row("rankpref", "pulse", v, m, 0, dataset=why.dataset)
+            for _, v in why.rows]
+    pair = {"baseline": "pulse (text)", "row": "pulse (template, distill)", "seed": 0,
+            "ndcg@10": {"users": 943, "mean_difference": 0.0016, "ci95": [-0.0067, 0.0099]}}
+    text = bench.markdown({why.part: bench.merge_rows(why, {"rows": rows,
+                                                            "paired_bootstrap": [pair]}, None)})
+    assert "| ml-100k 5-core: model |" in text and "| pulse | template, distill | 0.1000 |" in text
+    assert "| pulse (template, distill) | pulse (text) | 0 | +0.0016 | [-0.0067, +0.0099] |" in text
