@@ -79,9 +79,9 @@ BEAUTY_ROWS: dict[tuple[str, str], list[str]] = {
     ("sasrec", "gbce"): ["model.name=sasrec", "loss.name=gbce", "loss.num_negatives=256"],
     ("gru4rec", "ce"): ["model.name=gru4rec"],
     ("bert4rec", "ce"): ["model.name=bert4rec"],
-    # both were still improving at the 25-epoch cap: the same with 100 (patience 3 still)
+    # GRU4Rec was still improving at the 25-epoch cap (BERT4Rec stopped on patience before
+    # it): the same with up to 100 epochs, patience 3 still
     ("gru4rec", "ce, up to 100 epochs"): ["model.name=gru4rec", "train.epochs=100"],
-    ("bert4rec", "ce, up to 100 epochs"): ["model.name=bert4rec", "train.epochs=100"],
     ("bsarec", "every-prefix"): ["model.name=bsarec", "model.dropout=0.5", "model.heads=1",
                                  "train.batch_size=256", "train.lr=0.0005"],
     ("pulse", "text"): TEXT_ONLY,
