@@ -392,6 +392,18 @@ def paired_against(artifacts: dict[tuple, Path], baseline: tuple[str, str],
             continue
         out.append({"baseline": f"{baseline[0]} ({baseline[1]})", "row": f"{model} ({variant})",
                     "seed": seed, "ndcg@10": paired_bootstrap(base, scores)})
+    # over all seeds at once: each user's difference averaged over the seeds both rows ran
+    for row_name in sorted({p["row"] for p in out}):
+        seeds = sorted(p["seed"] for p in out if p["row"] == row_name)
+        if len(seeds) < 2:
+            continue
+        key = next((m, v) for (m, v, _) in per_user if f"{m} ({v})" == row_name)
+        users = set.intersection(*(set(per_user[(*key, s)]) & set(per_user[(*baseline, s)])
+                                   for s in seeds))
+        base = {u: sum(per_user[(*baseline, s)][u] for s in seeds) / len(seeds) for u in users}
+        mean = {u: sum(per_user[(*key, s)][u] for s in seeds) / len(seeds) for u in users}
+        out.append({"baseline": f"{baseline[0]} ({baseline[1]})", "row": row_name,
+                    "seed": f"mean of {len(seeds)}", "ndcg@10": paired_bootstrap(base, mean)})
     return out
 
 

@@ -163,3 +163,14 @@ def test_every_row_set_reports_its_rows_and_pairs(bench):
                                                             "paired_bootstrap": [pair]}, None)})
     assert "| ml-100k 5-core: model |" in text and "| pulse | template, distill | 0.1000 |" in text
     assert "| pulse (template, distill) | pulse (text) | 0 | +0.0016 | [-0.0067, +0.0099] |" in text
+
+
+def test_pairs_over_all_seeds_average_each_users_difference(bench):
+    users = range(50)
+    per_user = {}
+    for seed, gain in ((0, 0.01), (1, 0.03)):
+        per_user[("pulse", "text", seed)] = {u: 0.1 for u in users}
+        per_user[("pulse", "template, distill", seed)] = {u: 0.1 + gain for u in users}
+    pairs = bench.paired_against({}, ("pulse", "text"), None, per_user)
+    assert [p["seed"] for p in pairs] == [0, 1, "mean of 2"]
+    assert pairs[-1]["ndcg@10"]["mean_difference"] == pytest.approx(0.02)
