@@ -80,7 +80,7 @@ BEAUTY_ROWS: dict[tuple[str, str], list[str]] = {
     ("gru4rec", "ce"): ["model.name=gru4rec"],
     ("bert4rec", "ce"): ["model.name=bert4rec"],
     # GRU4Rec was still improving at the 25-epoch cap (BERT4Rec stopped on patience before
-    # it): the same with up to 100 epochs, patience 3 still
+    # it): the same with up to 100 epochs, patience 3 still (not run yet: ~1 h of CPU)
     ("gru4rec", "ce, up to 100 epochs"): ["model.name=gru4rec", "train.epochs=100"],
     ("bsarec", "every-prefix"): ["model.name=bsarec", "model.dropout=0.5", "model.heads=1",
                                  "train.batch_size=256", "train.lr=0.0005"],
@@ -335,8 +335,9 @@ def ratios(lines: list[dict]) -> list[dict]:
     return out
 
 
-def per_user_ndcg(artifact: Path, k: int = 10) -> dict[int, float]:
-    """Test ndcg@k of every user of an artifact's own split (for paired comparisons)."""
+def per_user_ndcg(artifact: Path, k: int = 10, cold_only: bool = False) -> dict[int, float]:
+    """Test ndcg@k of every user of an artifact's own split (for paired comparisons); with
+    ``cold_only``, of the users whose test target is an item held out of training."""
     import torch
 
     from rankpref.metrics.ranking import batch_ranks
@@ -353,7 +354,11 @@ def per_user_ndcg(artifact: Path, k: int = 10) -> dict[int, float]:
                 ranks = batch_ranks(model.score_all(part["inputs"]), part["history"],
                                     part["targets"], mask_history=rec.cfg.eval.mask_history)
                 gains = torch.where(ranks < k, 1.0 / torch.log2(ranks.float() + 2), 0.0)
-                out.update(zip(part["users"].tolist(), gains.tolist()))
+                users = part["users"]
+                if cold_only:
+                    cold = model.id_known[part["targets"]] == 0
+                    users, gains = users[cold], gains[cold]
+                out.update(zip(users.tolist(), gains.tolist()))
     return out
 
 
@@ -464,6 +469,13 @@ def run_rows(rowset: RowSet, work: Path, models: list[str] | None,
     per_user = {key: per_user_ndcg(path) for key, path in artifacts.items()}
     pairs = [p for baseline, compared in rowset.pairs.items()
              for p in paired_against(artifacts, baseline, compared, per_user)]
+    # cold-start rows again on their cold targets alone, where the item representation matters
+    cold = {(m, v + ", cold targets", seed): per_user_ndcg(path, cold_only=True)
+            for (m, v, seed), path in artifacts.items() if "cold" in v}
+    pairs += [p for (bm, bv), compared in rowset.pairs.items() if "cold" in bv
+              for p in paired_against({}, (bm, bv + ", cold targets"),
+                                      [(m, v + ", cold targets") for m, v in compared or []],
+                                      cold)]
     return {"rows": rows, "paired_bootstrap": pairs}
 
 
