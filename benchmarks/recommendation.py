@@ -546,6 +546,17 @@ def markdown(result: dict) -> str:
         section = result.get(rowset.part)
         if not section:
             continue
+        if any(len(r["seeds"]) > 1 for r in section["summary"]):
+            lines += [f"| {rowset.part}: model | variant | seeds | test ndcg@10 | "
+                      "test recall@10 | valid ndcg@10 | s/epoch |",
+                      "|---|---|---|---|---|---|---|"]
+            for r in section["summary"]:
+                lines.append(f"| {r['model']} | {r['variant']} | {len(r['seeds'])} | "
+                             f"{num(r['ndcg@10'], r['ndcg@10 std'])} | "
+                             f"{num(r['recall@10'], r['recall@10 std'])} | "
+                             f"{num(r['valid ndcg@10'])} | {r['seconds_per_epoch']:.1f} |")
+            lines.append("")
+            continue
         lines += [f"| {rowset.part}: model | variant | test ndcg@10 | test recall@10 | "
                   "cold ndcg@10 | warm ndcg@10 | best epoch / run | s/epoch |",
                   "|---|---|---|---|---|---|---|---|"]
