@@ -335,9 +335,9 @@ def ratios(lines: list[dict]) -> list[dict]:
     return out
 
 
-def per_user_ndcg(artifact: Path, k: int = 10, cold_only: bool = False) -> dict[int, float]:
-    """Test ndcg@k of every user of an artifact's own split (for paired comparisons); with
-    ``cold_only``, of the users whose test target is an item held out of training."""
+def per_user_ndcg(artifact: Path, k: int = 10) -> tuple[dict[int, float], set[int]]:
+    """Test ndcg@k of every user of an artifact's own split (for paired comparisons), and the
+    users whose test target is an item held out of training (none without a cold split)."""
     import torch
 
     from rankpref.metrics.ranking import batch_ranks
@@ -347,7 +347,8 @@ def per_user_ndcg(artifact: Path, k: int = 10, cold_only: bool = False) -> dict[
     rec = Recommender.load(artifact)
     dm = eval_datamodule(rec.cfg, rec.vocab)
     model = rec.model.eval()
-    out = {}
+    known = getattr(model, "id_known", None)
+    out, cold = {}, set()
     with torch.no_grad():
         for batch in dm.eval_dataloader("test"):
             for part in row_chunks(batch, score_rows(dm.num_items)):
@@ -355,11 +356,10 @@ def per_user_ndcg(artifact: Path, k: int = 10, cold_only: bool = False) -> dict[
                                     part["targets"], mask_history=rec.cfg.eval.mask_history)
                 gains = torch.where(ranks < k, 1.0 / torch.log2(ranks.float() + 2), 0.0)
                 users = part["users"]
-                if cold_only:
-                    cold = model.id_known[part["targets"]] == 0
-                    users, gains = users[cold], gains[cold]
                 out.update(zip(users.tolist(), gains.tolist()))
-    return out
+                if known is not None and rec.cfg.data.cold_items:
+                    cold.update(users[known[part["targets"]] == 0].tolist())
+    return out, cold
 
 
 def paired_bootstrap(a: dict[int, float], b: dict[int, float], samples: int = 2000,
@@ -377,15 +377,12 @@ def paired_bootstrap(a: dict[int, float], b: dict[int, float], samples: int = 20
             "ci95": [round(float(low), 5), round(float(high), 5)]}
 
 
-def paired_against(artifacts: dict[tuple, Path], baseline: tuple[str, str],
-                   rows: list[tuple[str, str]] | None = None,
-                   per_user: dict[tuple, dict[int, float]] | None = None) -> list[dict]:
-    """Each row's (or each of ``rows``') per-user test ndcg@10 against ``baseline``'s
-    (model, variant) of the same seed: the mean difference over users and its 95% bootstrap
-    interval. Rows with a cold/warm split are not compared with rows without one (their
-    test users differ)."""
-    if per_user is None:
-        per_user = {key: per_user_ndcg(path) for key, path in artifacts.items()}
+def paired_against(per_user: dict[tuple, dict[int, float]], baseline: tuple[str, str],
+                   rows: list[tuple[str, str]] | None = None) -> list[dict]:
+    """Each row's (or each of ``rows``') per-user test ndcg@10 (``per_user``: (model,
+    variant, seed) -> user -> ndcg) against ``baseline``'s (model, variant) of the same seed:
+    the mean difference over users and its 95% bootstrap interval. Rows with a cold/warm
+    split are not compared with rows without one (their test users differ)."""
     out = []
     for (model, variant, seed), scores in per_user.items():
         base = per_user.get((*baseline, seed))
@@ -466,16 +463,17 @@ def run_rows(rowset: RowSet, work: Path, models: list[str] | None,
             rows.append(r)
             artifacts[(model, variant, seed)] = work / "runs" / name / "model"
             print(f"  test ndcg@10 {m['test']['ndcg@10']:.4f}", flush=True)
-    per_user = {key: per_user_ndcg(path) for key, path in artifacts.items()}
+    per_user, cold = {}, {}
+    for (m, v, seed), path in artifacts.items():
+        scores, cold_users = per_user_ndcg(path)
+        per_user[(m, v, seed)] = scores
+        if cold_users:  # cold-start rows again on their cold targets alone
+            cold[(m, v + ", cold targets", seed)] = {u: scores[u] for u in cold_users}
     pairs = [p for baseline, compared in rowset.pairs.items()
-             for p in paired_against(artifacts, baseline, compared, per_user)]
-    # cold-start rows again on their cold targets alone, where the item representation matters
-    cold = {(m, v + ", cold targets", seed): per_user_ndcg(path, cold_only=True)
-            for (m, v, seed), path in artifacts.items() if "cold" in v}
+             for p in paired_against(per_user, baseline, compared)]
     pairs += [p for (bm, bv), compared in rowset.pairs.items() if "cold" in bv
-              for p in paired_against({}, (bm, bv + ", cold targets"),
-                                      [(m, v + ", cold targets") for m, v in compared or []],
-                                      cold)]
+              for p in paired_against(cold, (bm, bv + ", cold targets"),
+                                      [(m, v + ", cold targets") for m, v in compared or []])]
     return {"rows": rows, "paired_bootstrap": pairs}
 
 
@@ -520,17 +518,20 @@ def markdown(result: dict) -> str:
             return ""
         return f"{v:.4f}" + (f" ± {std:.4f}" if std else "")
 
+    def summary_table(first: str, summary_rows: list[dict], first_of) -> list[str]:
+        out = [f"| {first} | model | variant | seeds | test ndcg@10 | test recall@10 | "
+               "valid ndcg@10 | s/epoch |", "|---|---|---|---|---|---|---|---|"]
+        for r in summary_rows:
+            out.append(f"| {first_of(r)} | {r['model']} | {r['variant']} | "
+                       f"{len(r['seeds'])} | {num(r['ndcg@10'], r['ndcg@10 std'])} | "
+                       f"{num(r['recall@10'], r['recall@10 std'])} | "
+                       f"{num(r['valid ndcg@10'])} | {r['seconds_per_epoch']:.1f} |")
+        return out + [""]
+
     lines = []
     ml = result.get("ml-100k")
     if ml:
-        lines += ["| library | model | variant | seeds | test ndcg@10 | test recall@10 | "
-                  "valid ndcg@10 | s/epoch |", "|---|---|---|---|---|---|---|---|"]
-        for r in ml["summary"]:
-            lines.append(f"| {r['library']} | {r['model']} | {r['variant']} | "
-                         f"{len(r['seeds'])} | {num(r['ndcg@10'], r['ndcg@10 std'])} | "
-                         f"{num(r['recall@10'], r['recall@10 std'])} | "
-                         f"{num(r['valid ndcg@10'])} | {r['seconds_per_epoch']:.1f} |")
-        lines.append("")
+        lines += summary_table("library", ml["summary"], lambda r: r["library"])
     for part in ("ml-100k", *(r.part for r in ROW_SETS.values())):
         pairs = (result.get(part) or {}).get("paired_bootstrap") or []
         if pairs:
@@ -547,15 +548,7 @@ def markdown(result: dict) -> str:
         if not section:
             continue
         if any(len(r["seeds"]) > 1 for r in section["summary"]):
-            lines += [f"| {rowset.part}: model | variant | seeds | test ndcg@10 | "
-                      "test recall@10 | valid ndcg@10 | s/epoch |",
-                      "|---|---|---|---|---|---|---|"]
-            for r in section["summary"]:
-                lines.append(f"| {r['model']} | {r['variant']} | {len(r['seeds'])} | "
-                             f"{num(r['ndcg@10'], r['ndcg@10 std'])} | "
-                             f"{num(r['recall@10'], r['recall@10 std'])} | "
-                             f"{num(r['valid ndcg@10'])} | {r['seconds_per_epoch']:.1f} |")
-            lines.append("")
+            lines += summary_table("dataset", section["summary"], lambda r: rowset.part)
             continue
         lines += [f"| {rowset.part}: model | variant | test ndcg@10 | test recall@10 | "
                   "cold ndcg@10 | warm ndcg@10 | best epoch / run | s/epoch |",
@@ -650,7 +643,9 @@ def main() -> None:
     rows += recbole_rows(work)
     section = {"protocol": PROTOCOL, "split_check": split_check(feed, work),
                "summary": summary(rows), "ratios": ratios(summary(rows)),
-               "paired_bootstrap": paired_against(artifacts, ("sasrec", "default")),
+               "paired_bootstrap": paired_against(
+                   {key: per_user_ndcg(path)[0] for key, path in artifacts.items()},
+                   ("sasrec", "default")),
                "rows": rows}
     update_results(out, "ml-100k", section)
     plot(section["summary"], out.with_suffix(".png"))

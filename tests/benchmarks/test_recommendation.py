@@ -111,15 +111,14 @@ def test_beauty_pairs_compare_like_with_like(bench):
                 ("pulse", "template, distill", 0): {u: 0.25 for u in users},
                 ("pulse", "text, cold 10%, sum", 0): {u: 0.05 for u in users},
                 ("pulse", "text, cold 10%, capped_delta", 0): {u: 0.07 for u in users}}
-    every = bench.paired_against({}, ("sasrec", "ce"), None, per_user)
+    every = bench.paired_against(per_user, ("sasrec", "ce"))
     # a cold-start row holds different test users out: it is never set against a full one
     assert {p["row"] for p in every} == {"pulse (text)", "pulse (template, distill)"}
-    (why,) = bench.paired_against({}, ("pulse", "text"), [("pulse", "template, distill")],
-                                  per_user)
+    (why,) = bench.paired_against(per_user, ("pulse", "text"),
+                                  [("pulse", "template, distill")])
     assert why["ndcg@10"]["mean_difference"] == pytest.approx(0.05)
-    (cold,) = bench.paired_against({}, ("pulse", "text, cold 10%, sum"),
-                                   bench.BEAUTY_PAIRS[("pulse", "text, cold 10%, sum")],
-                                   per_user)
+    (cold,) = bench.paired_against(per_user, ("pulse", "text, cold 10%, sum"),
+                                   bench.BEAUTY_PAIRS[("pulse", "text, cold 10%, sum")])
     assert cold["row"] == "pulse (text, cold 10%, capped_delta)"
 
 
@@ -171,6 +170,6 @@ def test_pairs_over_all_seeds_average_each_users_difference(bench):
     for seed, gain in ((0, 0.01), (1, 0.03)):
         per_user[("pulse", "text", seed)] = {u: 0.1 for u in users}
         per_user[("pulse", "template, distill", seed)] = {u: 0.1 + gain for u in users}
-    pairs = bench.paired_against({}, ("pulse", "text"), None, per_user)
+    pairs = bench.paired_against(per_user, ("pulse", "text"))
     assert [p["seed"] for p in pairs] == [0, 1, "mean of 2"]
     assert pairs[-1]["ndcg@10"]["mean_difference"] == pytest.approx(0.02)
